@@ -1,0 +1,310 @@
+"""Settings: the one place that reads the environment.
+
+``Settings.from_env(environ)`` builds a frozen ``Settings`` from a mapping (``os.environ``
+in production, a plain dict in tests) and an optional ``.env`` file. Nothing else in the
+project reads ``os.environ``. A malformed value raises ``ConfigError`` naming the variable,
+so a bad deploy fails at start-up instead of on the first call.
+
+Agents come from an optional TOML file (``AGENTS_FILE``); without it there is one default
+agent built from ``OPENAI_VOICE`` / ``AGENT_INSTRUCTIONS`` / ``AGENT_GREETING``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bridge.errors import ConfigError
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise voice assistant on a phone line. Keep answers short, "
+    "speak naturally, and ask one question at a time."
+)
+DEFAULT_GREETING = "Hello! How can I help you today?"
+# Voices the GA Realtime API accepts for audio output.
+VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """Server VAD settings sent to the model (``session.audio.input.turn_detection``)."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One voice agent: what the model is told, and how interruptions behave."""
+
+    name: str = "default"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: str = "marin"
+    greeting: str = DEFAULT_GREETING
+    turn_detection: TurnDetection = field(default_factory=TurnDetection)
+    # Called numbers (E.164), SIP users, or full SIP URIs that reach this agent.
+    numbers: tuple[str, ...] = ()
+    # Bridge-side voice activity detection that stops playback before the model reacts.
+    local_barge_in: bool = True
+    barge_in_min_ms: int = 200
+    # The first part of the greeting cannot be interrupted (line noise on pick-up).
+    greeting_guard_ms: int = 1500
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str | None = None
+    twilio_auth_token: str | None = None
+    openai_api_key: str | None = None
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_realtime_model: str = "gpt-realtime"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Key for the per-call stream tokens; random per process unless configured.
+    stream_token_secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    stream_token_ttl_s: int = 300
+    playout_lead_ms: int = 160
+    max_message_bytes: int = 64 * 1024
+    max_calls: int = 500
+    shutdown_drain_s: float = 30.0
+    log_level: str = "INFO"
+    agents: tuple[Agent, ...] = (Agent(),)
+    default_agent: str = "default"
+    # Browser softphone.
+    softphone_allowed_origins: tuple[str, ...] = ()
+    softphone_token: str | None = field(default=None, repr=False)
+    softphone_max_sessions: int = 50
+    softphone_idle_timeout_s: float = 120.0
+
+    def __repr__(self) -> str:  # never print secrets
+        hidden = {"twilio_auth_token", "openai_api_key", "stream_token_secret", "softphone_token"}
+        parts = [
+            f"{k}={'***' if k in hidden and v else v!r}"
+            for k, v in self.__dict__.items()
+        ]
+        return f"Settings({', '.join(parts)})"
+
+    @property
+    def uses_local_agent(self) -> bool:
+        return not self.openai_api_key
+
+    def agent(self, name: str) -> Agent | None:
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        return None
+
+    def agent_for(self, called: str | None) -> Agent:
+        """The agent that answers a call to ``called`` (E.164, SIP URI, or SIP user)."""
+        if called:
+            keys = {called, _sip_user(called)}
+            for agent in self.agents:
+                if keys & set(agent.numbers):
+                    return agent
+        agent = self.agent(self.default_agent)
+        assert agent is not None  # checked in from_env
+        return agent
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], *, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        env: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            env.update(_read_env_file(Path(env_file)))
+        env.update(environ)
+        get = _Reader(env)
+
+        public_url = get.url("PUBLIC_URL", schemes=("https", "http"))
+        token = get.str("TWILIO_AUTH_TOKEN")
+        default = Agent(
+            instructions=get.str("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
+            voice=get.choice("OPENAI_VOICE", VOICES) or "marin",
+            greeting=get.str("AGENT_GREETING") or DEFAULT_GREETING,
+        )
+        agents: tuple[Agent, ...] = (default,)
+        default_name = "default"
+        agents_file = get.str("AGENTS_FILE")
+        if agents_file:
+            agents, default_name = load_agents(Path(agents_file), default)
+
+        settings = cls(
+            public_url=public_url.rstrip("/") if public_url else None,
+            twilio_auth_token=token,
+            openai_api_key=get.str("OPENAI_API_KEY"),
+            openai_realtime_url=get.url("OPENAI_REALTIME_URL", schemes=("wss", "ws"))
+            or cls.openai_realtime_url,
+            openai_realtime_model=get.str("OPENAI_REALTIME_MODEL") or cls.openai_realtime_model,
+            host=get.str("HOST") or cls.host,
+            port=get.int("PORT", cls.port, lo=0, hi=65535),
+            stream_token_secret=get.str("STREAM_TOKEN_SECRET") or secrets.token_hex(32),
+            stream_token_ttl_s=get.int("STREAM_TOKEN_TTL_S", 300, lo=10, hi=86400),
+            playout_lead_ms=get.int("PLAYOUT_LEAD_MS", 160, lo=40, hi=2000),
+            max_message_bytes=get.int("MAX_MESSAGE_BYTES", 64 * 1024, lo=1024, hi=16 << 20),
+            max_calls=get.int("MAX_CALLS", 500, lo=1, hi=100_000),
+            shutdown_drain_s=get.float("SHUTDOWN_DRAIN_S", 30.0, lo=0, hi=3600),
+            log_level=get.choice("LOG_LEVEL", {"DEBUG", "INFO", "WARNING", "ERROR"}) or "INFO",
+            agents=agents,
+            default_agent=default_name,
+            softphone_allowed_origins=get.list("SOFTPHONE_ALLOWED_ORIGINS"),
+            softphone_token=get.str("SOFTPHONE_TOKEN"),
+            softphone_max_sessions=get.int("SOFTPHONE_MAX_SESSIONS", 50, lo=1, hi=10_000),
+            softphone_idle_timeout_s=get.float("SOFTPHONE_IDLE_TIMEOUT_S", 120.0, lo=1, hi=86400),
+        )
+        if settings.twilio_auth_token and not settings.public_url:
+            raise ConfigError(
+                "PUBLIC_URL is required when TWILIO_AUTH_TOKEN is set: signatures are "
+                "checked against the public URL Twilio calls (e.g. https://abc.ngrok.app)"
+            )
+        return settings
+
+
+def load_agents(path: Path, base: Agent) -> tuple[tuple[Agent, ...], str]:
+    """Read an agents TOML file; every agent inherits unset fields from ``base``."""
+    where = f"AGENTS_FILE ({path})"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    table = data.get("agents")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{where}: needs at least one [agents.NAME] table")
+    agents = []
+    for name, spec in table.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: [agents.{name}] must be a table")
+        agents.append(_agent_from_toml(name, spec, base, where))
+    default = data.get("default", agents[0].name)
+    if default not in {a.name for a in agents}:
+        raise ConfigError(f"{where}: default = {default!r} names no agent")
+    seen: dict[str, str] = {}
+    for agent in agents:
+        for number in agent.numbers:
+            if number in seen:
+                raise ConfigError(
+                    f"{where}: {number!r} is routed to both {seen[number]!r} and {agent.name!r}"
+                )
+            seen[number] = agent.name
+    return tuple(agents), default
+
+
+_AGENT_KEYS = {
+    "instructions", "voice", "greeting", "numbers", "turn_detection",
+    "local_barge_in", "barge_in_min_ms", "greeting_guard_ms",
+}
+
+
+def _agent_from_toml(name: str, spec: dict[str, Any], base: Agent, where: str) -> Agent:
+    unknown = set(spec) - _AGENT_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: [agents.{name}] has unknown keys {sorted(unknown)}")
+    td_spec = spec.get("turn_detection", {})
+    try:
+        turn = replace(base.turn_detection, **td_spec)
+        agent = replace(
+            base,
+            name=name,
+            **{k: v for k, v in spec.items() if k not in {"turn_detection", "numbers"}},
+            numbers=tuple(str(n) for n in spec.get("numbers", ())),
+            turn_detection=turn,
+        )
+    except TypeError as exc:
+        raise ConfigError(f"{where}: [agents.{name}]: {exc}") from exc
+    if agent.voice not in VOICES:
+        raise ConfigError(f"{where}: [agents.{name}] voice {agent.voice!r} is not one of "
+                          f"{sorted(VOICES)}")
+    if not isinstance(agent.instructions, str) or not isinstance(agent.greeting, str):
+        raise ConfigError(f"{where}: [agents.{name}] instructions and greeting must be text")
+    return agent
+
+
+def _sip_user(uri: str) -> str:
+    """``sip:support@example.sip.twilio.com;transport=tls`` → ``support``."""
+    if uri.startswith(("sip:", "sips:")):
+        return uri.split(":", 1)[1].split("@", 1)[0].split(";", 1)[0]
+    return uri
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{lineno}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key.strip()] = value
+    return env
+
+
+class _Reader:
+    """Typed reads of environment variables; errors name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def str(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def int(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={value} is out of range [{lo}, {hi}]")
+        return value
+
+    def float(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={value} is out of range [{lo}, {hi}]")
+        return value
+
+    def choice(self, name: str, allowed: frozenset[str] | set[str]) -> str | None:
+        raw = self.str(name)
+        if raw is not None and raw not in allowed:
+            raise ConfigError(f"{name}={raw!r} must be one of {sorted(allowed)}")
+        return raw
+
+    def url(self, name: str, *, schemes: tuple[str, ...]) -> str | None:
+        raw = self.str(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ConfigError(f"{name}={raw!r} must be a {'/'.join(schemes)} URL with a host")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{name}={raw!r} must not carry a query or fragment")
+        return raw
+
+    def list(self, name: str) -> tuple[str, ...]:
+        raw = self.str(name)
+        if raw is None:
+            return ()
+        return tuple(item.strip() for item in raw.split(",") if item.strip())

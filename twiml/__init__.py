@@ -1,0 +1,1 @@
+"""Control plane: the HTTP webhooks that answer Twilio."""
