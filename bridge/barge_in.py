@@ -1,0 +1,99 @@
+"""Bridge-side barge-in detection: caller speech over the agent, without the model's round trip.
+
+Pure and synchronous. The Call feeds every uplink frame (PCM16 24 kHz) with the current time
+and whether agent audio is playing, and tells the detector the level of agent audio as it is
+released toward the caller. The detector fires once the caller has really spoken for
+``min_speech_ms``. It guards against false barge-in:
+
+- short noises (clicks, bumps): speech must add up to ``min_speech_ms`` with no pause of
+  ``PAUSE_MS`` in between (dips between syllables only slow the count down);
+- line noise: the threshold sits ``snr_db`` above an adaptive noise floor;
+- the line's own echo of the agent: while the agent plays, the caller must also be louder
+  than the agent's recent level minus ``echo_margin_db`` (a phone echo path loses 10–30 dB);
+- the greeting guard window is the Call's concern (it knows when the greeting started).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+FRAME_MS = 20
+# Agent audio can come back as echo this long after we released it (lead + line + network).
+ECHO_WINDOW_S = 0.8
+PAUSE_MS = 200
+
+
+def level_dbfs(pcm: np.ndarray) -> float:
+    """RMS level of int16 samples in dB relative to full scale (-120 for silence)."""
+    if pcm.size == 0:
+        return -120.0
+    rms = math.sqrt(float(np.dot(pcm.astype(np.float32), pcm.astype(np.float32))) / pcm.size)
+    return 20 * math.log10(rms / 32768) if rms > 0 else -120.0
+
+
+class LocalBargeIn:
+    def __init__(
+        self,
+        *,
+        min_speech_ms: int = 200,
+        floor_dbfs: float = -45.0,
+        snr_db: float = 15.0,
+        echo_margin_db: float = 10.0,
+    ) -> None:
+        self.min_speech_ms = min_speech_ms
+        self.floor_dbfs = floor_dbfs  # absolute minimum: quieter than this is never speech
+        self.snr_db = snr_db
+        self.echo_margin_db = echo_margin_db
+        self.noise_dbfs = floor_dbfs - snr_db  # adaptive noise floor estimate
+        self._speech_ms = 0
+        self._gap_ms = 0
+        self._fired = False
+        self._agent: deque[tuple[float, float]] = deque(maxlen=64)  # (released at, dBFS)
+        self._buffer = np.zeros(0, dtype=np.int16)
+
+    def agent_audio(self, level: float, now: float) -> None:
+        """Agent audio at ``level`` dBFS was released toward the caller at ``now``."""
+        self._agent.append((now, level))
+
+    def feed(self, pcm24: bytes, *, playing: bool, now: float) -> bool:
+        """Caller audio; True when it is a barge-in (fires once per run of speech)."""
+        samples = np.frombuffer(pcm24, dtype="<i2")
+        if self._buffer.size:
+            samples = np.concatenate([self._buffer, samples])
+        frame = 24 * FRAME_MS
+        whole = samples.size - samples.size % frame
+        self._buffer = samples[whole:].copy()
+        fired = False
+        for start in range(0, whole, frame):
+            fired |= self._frame(level_dbfs(samples[start:start + frame]), playing, now)
+        return fired
+
+    def _frame(self, level: float, playing: bool, now: float) -> bool:
+        threshold = max(self.floor_dbfs, self.noise_dbfs + self.snr_db)
+        if playing:
+            recent = [lvl for t, lvl in self._agent if now - t <= ECHO_WINDOW_S]
+            if recent:
+                threshold = max(threshold, max(recent) - self.echo_margin_db)
+        speech = level > threshold
+        if not speech:
+            # Track the noise floor: follow quiet frames down fast, loud ones up slowly.
+            step = 0.5 if level < self.noise_dbfs else 0.02
+            self.noise_dbfs += (level - self.noise_dbfs) * step
+            # Speech has short dips between syllables: let the count leak away slowly,
+            # and start over only after a real pause.
+            self._gap_ms += FRAME_MS
+            if self._gap_ms >= PAUSE_MS:
+                self._speech_ms = 0
+                self._fired = False
+            else:
+                self._speech_ms = max(0, self._speech_ms - 10)
+            return False
+        self._gap_ms = 0
+        self._speech_ms += FRAME_MS
+        if self._fired or not playing or self._speech_ms < self.min_speech_ms:
+            return False
+        self._fired = True  # once per run of speech
+        return True

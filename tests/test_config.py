@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Settings
+from bridge.errors import ConfigError
+
+
+def test_defaults_need_no_keys():
+    s = Settings.from_env({}, env_file=None)
+    assert s.uses_local_agent
+    assert s.openai_realtime_url == "wss://api.openai.com/v1/realtime"
+    assert s.openai_realtime_model == "gpt-realtime"
+    assert s.agent_for("+15551234567").name == "default"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"PUBLIC_URL": "abc.ngrok.app"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://abc.ngrok.app/?x=1"}, "PUBLIC_URL"),
+        ({"OPENAI_REALTIME_URL": "https://api.openai.com/v1/realtime"}, "OPENAI_REALTIME_URL"),
+        ({"OPENAI_VOICE": "robot"}, "OPENAI_VOICE"),
+        ({"PLAYOUT_LEAD_MS": "5"}, "PLAYOUT_LEAD_MS"),
+        ({"TWILIO_AUTH_TOKEN": "secret"}, "PUBLIC_URL"),
+        ({"AGENTS_FILE": "/nonexistent/agents.toml"}, "AGENTS_FILE"),
+    ],
+)
+def test_bad_values_name_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env, env_file=None)
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nPORT=9000\nexport HOST='0.0.0.0'\nOPENAI_VOICE=cedar\n")
+    s = Settings.from_env({"PORT": "9001"}, env_file=env_file)
+    assert (s.port, s.host, s.agents[0].voice) == (9001, "0.0.0.0", "cedar")
+
+
+def test_secrets_stay_out_of_repr():
+    s = Settings.from_env(
+        {"TWILIO_AUTH_TOKEN": "tw-secret", "OPENAI_API_KEY": "sk-secret",
+         "PUBLIC_URL": "https://x.ngrok.app", "STREAM_TOKEN_SECRET": "st-secret"},
+        env_file=None,
+    )
+    text = repr(s)
+    assert "tw-secret" not in text and "sk-secret" not in text and "st-secret" not in text
+
+
+def test_agents_file_routes_numbers_and_sip_users(tmp_path: Path):
+    agents = tmp_path / "agents.toml"
+    agents.write_text(
+        """
+default = "front"
+[agents.front]
+greeting = "Welcome."
+[agents.support]
+instructions = "You are support."
+voice = "cedar"
+numbers = ["+15550001000", "support"]
+local_barge_in = false
+[agents.support.turn_detection]
+silence_duration_ms = 700
+"""
+    )
+    s = Settings.from_env({"AGENTS_FILE": str(agents)}, env_file=None)
+    assert s.agent_for("+15550001000").name == "support"
+    assert s.agent_for("sip:support@acme.sip.twilio.com;transport=tls").name == "support"
+    assert s.agent_for("+15559999999").name == "front"
+    support = s.agent("support")
+    assert support is not None
+    assert support.turn_detection.silence_duration_ms == 700
+    assert support.voice == "cedar" and not support.local_barge_in
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[agents.a]\nvoice = 'robot'\n",
+        "[agents.a]\ncolour = 'red'\n",
+        "default = 'b'\n[agents.a]\n",
+        "[agents.a]\nnumbers=['+1']\n[agents.b]\nnumbers=['+1']\n",
+        "[agents.a]\n[agents.a.turn_detection]\nspeed = 3\n",
+        "not toml at all [",
+    ],
+)
+def test_bad_agents_file_fails_with_the_file_named(tmp_path: Path, body: str):
+    agents = tmp_path / "agents.toml"
+    agents.write_text(body)
+    with pytest.raises(ConfigError, match="AGENTS_FILE"):
+        Settings.from_env({"AGENTS_FILE": str(agents)}, env_file=None)
