@@ -109,9 +109,9 @@ class Settings:
             for agent in self.agents:
                 if keys & set(agent.numbers):
                     return agent
-        agent = self.agent(self.default_agent)
-        assert agent is not None  # checked in from_env
-        return agent
+        default = self.agent(self.default_agent)
+        assert default is not None  # checked in from_env
+        return default
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -127,40 +127,40 @@ class Settings:
         get = _Reader(env)
 
         public_url = get.url("PUBLIC_URL", schemes=("https", "http"))
-        token = get.str("TWILIO_AUTH_TOKEN")
+        token = get.text("TWILIO_AUTH_TOKEN")
         default = Agent(
-            instructions=get.str("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
+            instructions=get.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
             voice=get.choice("OPENAI_VOICE", VOICES) or "marin",
-            greeting=get.str("AGENT_GREETING") or DEFAULT_GREETING,
+            greeting=get.text("AGENT_GREETING") or DEFAULT_GREETING,
         )
         agents: tuple[Agent, ...] = (default,)
         default_name = "default"
-        agents_file = get.str("AGENTS_FILE")
+        agents_file = get.text("AGENTS_FILE")
         if agents_file:
             agents, default_name = load_agents(Path(agents_file), default)
 
         settings = cls(
             public_url=public_url.rstrip("/") if public_url else None,
             twilio_auth_token=token,
-            openai_api_key=get.str("OPENAI_API_KEY"),
+            openai_api_key=get.text("OPENAI_API_KEY"),
             openai_realtime_url=get.url("OPENAI_REALTIME_URL", schemes=("wss", "ws"))
             or cls.openai_realtime_url,
-            openai_realtime_model=get.str("OPENAI_REALTIME_MODEL") or cls.openai_realtime_model,
-            host=get.str("HOST") or cls.host,
-            port=get.int("PORT", cls.port, lo=0, hi=65535),
-            stream_token_secret=get.str("STREAM_TOKEN_SECRET") or secrets.token_hex(32),
-            stream_token_ttl_s=get.int("STREAM_TOKEN_TTL_S", 300, lo=10, hi=86400),
-            playout_lead_ms=get.int("PLAYOUT_LEAD_MS", 160, lo=40, hi=2000),
-            max_message_bytes=get.int("MAX_MESSAGE_BYTES", 64 * 1024, lo=1024, hi=16 << 20),
-            max_calls=get.int("MAX_CALLS", 500, lo=1, hi=100_000),
-            shutdown_drain_s=get.float("SHUTDOWN_DRAIN_S", 30.0, lo=0, hi=3600),
+            openai_realtime_model=get.text("OPENAI_REALTIME_MODEL") or cls.openai_realtime_model,
+            host=get.text("HOST") or cls.host,
+            port=get.integer("PORT", cls.port, lo=0, hi=65535),
+            stream_token_secret=get.text("STREAM_TOKEN_SECRET") or secrets.token_hex(32),
+            stream_token_ttl_s=get.integer("STREAM_TOKEN_TTL_S", 300, lo=10, hi=86400),
+            playout_lead_ms=get.integer("PLAYOUT_LEAD_MS", 160, lo=40, hi=2000),
+            max_message_bytes=get.integer("MAX_MESSAGE_BYTES", 64 * 1024, lo=1024, hi=16 << 20),
+            max_calls=get.integer("MAX_CALLS", 500, lo=1, hi=100_000),
+            shutdown_drain_s=get.number("SHUTDOWN_DRAIN_S", 30.0, lo=0, hi=3600),
             log_level=get.choice("LOG_LEVEL", {"DEBUG", "INFO", "WARNING", "ERROR"}) or "INFO",
             agents=agents,
             default_agent=default_name,
-            softphone_allowed_origins=get.list("SOFTPHONE_ALLOWED_ORIGINS"),
-            softphone_token=get.str("SOFTPHONE_TOKEN"),
-            softphone_max_sessions=get.int("SOFTPHONE_MAX_SESSIONS", 50, lo=1, hi=10_000),
-            softphone_idle_timeout_s=get.float("SOFTPHONE_IDLE_TIMEOUT_S", 120.0, lo=1, hi=86400),
+            softphone_allowed_origins=get.items("SOFTPHONE_ALLOWED_ORIGINS"),
+            softphone_token=get.text("SOFTPHONE_TOKEN"),
+            softphone_max_sessions=get.integer("SOFTPHONE_MAX_SESSIONS", 50, lo=1, hi=10_000),
+            softphone_idle_timeout_s=get.number("SOFTPHONE_IDLE_TIMEOUT_S", 120.0, lo=1, hi=86400),
         )
         if settings.twilio_auth_token and not settings.public_url:
             raise ConfigError(
@@ -258,12 +258,12 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def int(self, name: str, default: int, *, lo: int, hi: int) -> int:
-        raw = self.str(name)
+    def integer(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -274,8 +274,8 @@ class _Reader:
             raise ConfigError(f"{name}={value} is out of range [{lo}, {hi}]")
         return value
 
-    def float(self, name: str, default: float, *, lo: float, hi: float) -> float:
-        raw = self.str(name)
+    def number(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -287,13 +287,13 @@ class _Reader:
         return value
 
     def choice(self, name: str, allowed: frozenset[str] | set[str]) -> str | None:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is not None and raw not in allowed:
             raise ConfigError(f"{name}={raw!r} must be one of {sorted(allowed)}")
         return raw
 
     def url(self, name: str, *, schemes: tuple[str, ...]) -> str | None:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return None
         parts = urlsplit(raw)
@@ -303,8 +303,8 @@ class _Reader:
             raise ConfigError(f"{name}={raw!r} must not carry a query or fragment")
         return raw
 
-    def list(self, name: str) -> tuple[str, ...]:
-        raw = self.str(name)
+    def items(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
         if raw is None:
             return ()
         return tuple(item.strip() for item in raw.split(",") if item.strip())
