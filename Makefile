@@ -1,0 +1,39 @@
+# The two commands the README promises on a fresh clone:
+#   make demo   set up, then a simulated phone call on the built-in local agent (no keys)
+#   make test   set up everything the tests need (browser and JS client too), then run them
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup setup-test bench
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install -q -e '.[test,dev]'
+	touch $@
+
+setup: $(VENV)/.base
+
+setup-test: $(VENV)/.test node_modules/.package-lock.json
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq chromium; }
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq nodejs npm; }
+	npm ci --no-audit --no-fund --loglevel=error
+
+demo: setup
+	$(VENV)/bin/bridge simulate fixtures/caller-barge-in.wav
+
+test: setup-test
+	$(PY) -m pytest
+
+bench: setup-test
+	$(VENV)/bin/bridge bench

@@ -1,0 +1,334 @@
+"""The Call coordinator: one conversation between a phone leg and a model session.
+
+Sans-I/O. The shells (``bridge/runner.py``) feed it what arrived from either side, with the
+current time, and drain two outboxes: ``to_phone`` (leg-agnostic playback commands) and
+``to_model`` (Realtime client events as dicts). It owns:
+
+- the uplink transcoder (leg audio → PCM16 24 kHz for the model);
+- one downlink transcoder per assistant item (PCM16 24 kHz → leg format), so filter state
+  lives for a whole utterance and is never reset mid-word;
+- paced playout toward the phone and what the caller has heard (``Playout``);
+- barge-in: clear the phone's buffer, truncate the model's item to what was heard, stop a
+  response still being generated, and drop its late audio;
+- the local barge-in detector (``bridge.barge_in``) and its confirmation by the model;
+- the call's timeline and transcripts (an outbox for observers; never logged at INFO).
+
+It must not import asyncio, starlette, websockets or socketio.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bridge.ai import events as rt
+from bridge.audio.g711 import ulaw_decode
+from bridge.audio.transcode import Downlink, Uplink
+from bridge.barge_in import LocalBargeIn, level_dbfs
+from bridge.config import Agent
+from bridge.phone.playout import Heard, Playout, SendAudio, SendMark
+
+logger = logging.getLogger(__name__)
+
+# How long the model gets to confirm a local barge-in before the agent resumes speaking.
+CONFIRM_TIMEOUT_S = 1.2
+PCM24_BYTES_PER_MS = 48.0
+
+
+@dataclass(frozen=True)
+class ClearPlayback:
+    """Stop what the phone leg is playing, now."""
+
+
+PhoneOut = SendAudio | SendMark | ClearPlayback
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One line of the call's timeline (for observers, tests and the simulator's report)."""
+
+    t: float
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BargeIn:
+    """One interruption, with the figures the benchmark and simulator report."""
+
+    t: float
+    trigger: str  # "model" or "local"
+    item_id: str | None
+    audio_end_ms: int | None
+    confirmed: bool
+
+
+class Call:
+    def __init__(
+        self,
+        *,
+        agent: Agent,
+        call_sid: str,
+        uplink: Uplink,
+        downlink_codec: str,
+        downlink_rate: int,
+        playout: Playout,
+        now: float,
+        greet: bool = True,
+    ) -> None:
+        self.agent = agent
+        self.call_sid = call_sid
+        self.uplink = uplink
+        self._downlink_codec = downlink_codec
+        self._downlink_rate = downlink_rate
+        self.playout = playout
+        self.greet = greet
+        self.started_at = now
+        self.to_phone: list[PhoneOut] = []
+        self.to_model: list[dict[str, Any]] = []
+        # Timeline and transcript events, drained by the shell like the other outboxes.
+        self.events: list[CallEvent] = []
+        self.barge_ins: list[BargeIn] = []
+        self.closed: str | None = None
+        self.model_ready = False
+
+        self._downlinks: dict[str, Downlink] = {}
+        self._model_ms: dict[str, float] = {}  # assistant item → ms of audio the model sent
+        self._content_index: dict[str, int] = {}
+        self._dropped: set[str] = set()  # items whose further audio is discarded
+        self._response_id: str | None = None  # the response being generated, if any
+        self._response_items: dict[str, list[str]] = {}
+        self._first_audio_seen = False
+        self._greeting_until: float | None = None
+        self._pending_local: BargeIn | None = None
+        self._local = LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (
+            agent.local_barge_in
+        ) else None
+
+    # ------------------------------------------------------------------ phone side
+
+    def phone_audio(self, payload: bytes, now: float) -> None:
+        """Caller audio in the leg's format (μ-law 8 kHz for Twilio)."""
+        pcm24 = self.uplink.decode(payload)
+        if not pcm24:
+            return
+        if self.model_ready:
+            self.to_model.append(rt.input_audio_append(pcm24))
+        if self._local is not None and self._local.feed(
+            pcm24, playing=self.playout.active, now=now
+        ):
+            self._local_barge_in(now)
+
+    def phone_mark(self, name: str, now: float) -> None:
+        self.playout.on_mark(name, now)
+        self._pull(now)
+
+    def phone_dtmf(self, digit: str, now: float) -> None:
+        self._event(now, "dtmf", digit=digit)
+
+    def phone_stopped(self, now: float, reason: str = "caller hung up") -> None:
+        self._close(now, reason)
+
+    def interrupt(self, now: float) -> None:
+        """The leg asked to stop the agent's speech (softphone ``clear``)."""
+        self._barge_in(now, trigger="client", confirmed=True)
+
+    def text_input(self, text: str, now: float) -> None:
+        """Typed input from the leg: a user message, then a response."""
+        if self.playout.active or self._response_id:
+            self._barge_in(now, trigger="client", confirmed=True)
+        self.to_model.append(rt.user_text(text))
+        self.to_model.append(rt.response_create())
+        self._event(now, "user_text", chars=len(text))
+
+    # ------------------------------------------------------------------ model side
+
+    def model_connected(self, now: float) -> None:
+        """The model socket is open: configure the session and greet the caller."""
+        self.model_ready = True
+        self.to_model.append(rt.session_update(self.agent))
+        if self.greet and self.agent.greeting:
+            self.to_model.append(rt.response_create(greeting_instructions(self.agent.greeting)))
+            self._greeting_until = now + self.agent.greeting_guard_ms / 1000
+        self._event(now, "model_connected")
+
+    def model_event(self, event: rt.ServerEvent, now: float) -> None:
+        match event:
+            case rt.AudioDelta(response_id=response_id, item_id=item_id, audio=audio):
+                self._audio_delta(response_id, item_id, event.content_index, audio, now)
+            case rt.AudioDone(item_id=item_id):
+                self._audio_done(item_id, now)
+            case rt.SpeechStarted(audio_start_ms=start_ms):
+                self._event(now, "speech_started", audio_start_ms=start_ms)
+                self._speech_started(now)
+            case rt.SpeechStopped(audio_end_ms=end_ms):
+                self._event(now, "speech_stopped", audio_end_ms=end_ms)
+            case rt.ResponseCreated(response_id=response_id):
+                self._response_id = response_id
+                self._response_items.setdefault(response_id, [])
+            case rt.OutputItemAdded(response_id=response_id, item_id=item_id):
+                self._response_items.setdefault(response_id, []).append(item_id)
+            case rt.ResponseDone(response_id=response_id, status=status):
+                if self._response_id == response_id:
+                    self._response_id = None
+                self._response_items.pop(response_id, None)
+                self._event(now, "response_done", status=status)
+            case rt.InputTranscript(transcript=text):
+                self._event(now, "transcript", role="user", text=text)
+            case rt.TranscriptDelta(item_id=item_id, delta=delta):
+                if item_id not in self._dropped:
+                    self._event(now, "transcript_delta", role="assistant", text=delta)
+            case rt.TranscriptDone(item_id=item_id, transcript=text):
+                self._event(now, "transcript", role="assistant", text=text)
+            case rt.ServerError(code=code, message=message):
+                logger.warning("call %s: model error %s: %s", self.call_sid, code, message)
+                self._event(now, "model_error", code=code, message=message)
+            case rt.SessionCreated() | rt.SessionUpdated():
+                self._event(now, type(event).__name__.lower())
+            case _:
+                pass
+
+    def model_closed(self, now: float, reason: str) -> None:
+        self._close(now, f"model session closed: {reason}")
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        """Release paced audio and settle time-outs; call at ``next_due``."""
+        self._pull(now)
+        pending = self._pending_local
+        if pending is not None and now - pending.t >= CONFIRM_TIMEOUT_S:
+            # The model never heard speech: it was noise. Let the agent carry on from
+            # where it was cut off (its item is truncated to what the caller heard).
+            self._pending_local = None
+            self._event(now, "barge_in_unconfirmed")
+            if self._response_id is None:
+                self.to_model.append(rt.response_create())
+
+    def next_due(self, now: float) -> float | None:
+        due = self.playout.next_due(now)
+        if self._pending_local is not None:
+            confirm_at = self._pending_local.t + CONFIRM_TIMEOUT_S
+            due = confirm_at if due is None else min(due, confirm_at)
+        return due
+
+    # ------------------------------------------------------------------ internals
+
+    def _audio_delta(
+        self, response_id: str, item_id: str, content_index: int, audio: bytes, now: float
+    ) -> None:
+        if item_id in self._dropped:
+            return
+        if not self._first_audio_seen:
+            self._first_audio_seen = True
+            self._event(now, "agent_audio_start")
+        downlink = self._downlinks.get(item_id)
+        if downlink is None:
+            downlink = self._downlinks[item_id] = Downlink(
+                self._downlink_codec, self._downlink_rate  # type: ignore[arg-type]
+            )
+            self._content_index[item_id] = content_index
+            self._model_ms.setdefault(item_id, 0.0)
+        self._model_ms[item_id] += len(audio) / PCM24_BYTES_PER_MS
+        leg_audio = downlink.encode(audio)
+        self.playout.push(item_id, content_index, leg_audio, self._model_ms[item_id])
+        self._pull(now)
+
+    def _audio_done(self, item_id: str, now: float) -> None:
+        downlink = self._downlinks.pop(item_id, None)
+        if downlink is None or item_id in self._dropped:
+            return
+        tail = downlink.flush()
+        if tail:
+            self.playout.push(
+                item_id, self._content_index[item_id], tail, self._model_ms[item_id]
+            )
+        self.playout.end_item(item_id)
+        self._pull(now)
+
+    def _pull(self, now: float) -> None:
+        if self.closed is not None:
+            return
+        outs = self.playout.pull(now)
+        if self._local is not None:
+            for out in outs:
+                if isinstance(out, SendAudio):
+                    self._local.agent_audio(level_dbfs(self._leg_pcm(out.payload)), now)
+        self.to_phone.extend(outs)
+
+    def _leg_pcm(self, payload: bytes) -> np.ndarray:
+        if self._downlink_codec == "mulaw":
+            return ulaw_decode(payload)
+        return np.frombuffer(payload, dtype="<i2")
+
+    def _speech_started(self, now: float) -> None:
+        pending = self._pending_local
+        if pending is not None:
+            # The model confirms what the local detector already acted on.
+            pending.confirmed = True
+            self._pending_local = None
+            self._event(now, "barge_in_confirmed")
+            # Audio of a response the model started meanwhile is stale too.
+            self._drop_response_items()
+            if self.playout.active:
+                self._barge_in(now, trigger="model", confirmed=True)
+            return
+        if self.playout.active or self._response_id is not None:
+            self._barge_in(now, trigger="model", confirmed=True)
+
+    def _local_barge_in(self, now: float) -> None:
+        if self._pending_local is not None or not self.playout.active:
+            return
+        if self._greeting_until is not None and now < self._greeting_until:
+            return
+        self._pending_local = self._barge_in(now, trigger="local", confirmed=False)
+
+    def _barge_in(self, now: float, *, trigger: str, confirmed: bool) -> BargeIn:
+        heard: Heard | None = self.playout.clear(now)
+        self.to_phone.append(ClearPlayback())
+        audio_end_ms: int | None = None
+        if heard is not None and heard.item_id in self._model_ms:
+            sent = int(self._model_ms[heard.item_id])
+            audio_end_ms = min(heard.ms, sent)
+            item_done = heard.item_id not in self._downlinks
+            if audio_end_ms > 0 and not (item_done and audio_end_ms >= sent):
+                self.to_model.append(
+                    rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
+                )
+            self._drop(heard.item_id)
+        if self._response_id is not None and trigger != "model":
+            # With server VAD the model cancels its own response on speech_started;
+            # cancelling it ourselves then would race that. Otherwise we stop it here.
+            self.to_model.append(rt.response_cancel(self._response_id))
+        self._drop_response_items()
+        barge = BargeIn(now, trigger, heard.item_id if heard else None, audio_end_ms, confirmed)
+        self.barge_ins.append(barge)
+        self._event(
+            now, "barge_in", trigger=trigger, item_id=barge.item_id, audio_end_ms=audio_end_ms
+        )
+        return barge
+
+    def _drop_response_items(self) -> None:
+        if self._response_id is not None:
+            for item_id in self._response_items.get(self._response_id, ()):
+                self._drop(item_id)
+
+    def _drop(self, item_id: str) -> None:
+        self._dropped.add(item_id)
+        self._downlinks.pop(item_id, None)
+        self.playout.drop_item(item_id)
+
+    def _close(self, now: float, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self._event(now, "closed", reason=reason)
+
+    def _event(self, now: float, kind: str, **detail: Any) -> None:
+        self.events.append(CallEvent(now - self.started_at, kind, detail))
+
+
+def greeting_instructions(greeting: str) -> str:
+    return f"Greet the caller by saying exactly: {greeting}"

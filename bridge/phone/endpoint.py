@@ -1,0 +1,195 @@
+"""``WS /twilio/media``: the I/O shell of the Twilio leg (the only I/O module in ``phone``).
+
+Refuses a handshake whose ``X-Twilio-Signature`` does not check out (when a Twilio auth
+token is configured), waits for ``start``, refuses a stream without a valid, unexpired
+token for its CallSid, then runs the call. Bad frames are dropped with one log line each
+(then summarised, so a flood cannot flood the log); fatal ones end the call cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bridge.audio.transcode import Uplink
+from bridge.call import Call, ClearPlayback, PhoneOut
+from bridge.errors import PhoneProtocolError, SecurityError
+from bridge.phone.playout import Playout, SendAudio, SendMark
+from bridge.phone.twilio import Dtmf, Mark, Media, MediaStream, Start, Stop
+from bridge.runner import CallRunner
+from bridge.services import Services
+from twiml.security import check_stream_token, twilio_ws_signature_ok
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0
+LOGGED_BAD_FRAMES = 10
+# Close codes: 1000 normal, 1008 policy (refused), 1011 internal/upstream failure.
+POLICY_VIOLATION = 1008
+
+
+async def twilio_media(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    settings = services.settings
+    if not twilio_ws_signature_ok(settings, websocket.headers, "/twilio/media"):
+        logger.warning("media stream refused: bad or missing X-Twilio-Signature on handshake")
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    stream = MediaStream(max_message_bytes=settings.max_message_bytes)
+    leg = TwilioLeg(websocket, stream, services)
+    start = await leg.wait_for_start()
+    if start is None:
+        return
+    params = start.custom_parameters
+    try:
+        check_stream_token(
+            settings.stream_token_secret, start.call_sid, params.get("token", ""), time.time()
+        )
+    except SecurityError as exc:
+        logger.warning("call %s: media stream refused: %s", start.call_sid, exc)
+        await leg.close(f"refused: {exc}", code=POLICY_VIOLATION)
+        return
+    agent = settings.agent(params.get("agent", "")) or settings.agent_for(params.get("To"))
+    now = time.monotonic()
+    call = Call(
+        agent=agent,
+        call_sid=start.call_sid,
+        uplink=Uplink("mulaw", 8000),
+        downlink_codec="mulaw",
+        downlink_rate=8000,
+        playout=Playout(bytes_per_ms=8.0, lead_ms=settings.playout_lead_ms),
+        now=now,
+    )
+    logger.info("call %s: stream %s started (agent %s)", call.call_sid, stream.stream_sid,
+                agent.name)
+    await services.run_call(call, leg)
+
+
+class TwilioLeg:
+    """Twilio Media Streams over a Starlette WebSocket."""
+
+    def __init__(self, websocket: WebSocket, stream: MediaStream, services: Services) -> None:
+        self.websocket = websocket
+        self.stream = stream
+        self.services = services
+        self.call_sid = "-"
+        self.bad_frames = 0
+        self.closed = False
+
+    async def wait_for_start(self) -> Start | None:
+        """Read until ``start``; None (and the socket closed) if it never comes."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while True:
+                    message = await self.websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        logger.info("media stream closed before start")
+                        self.closed = True
+                        return None
+                    try:
+                        event = self.stream.receive(_payload(message))
+                    except PhoneProtocolError as exc:
+                        if self._bad_frame(exc):
+                            await self.close(f"protocol error: {exc}", code=POLICY_VIOLATION)
+                            return None
+                        continue
+                    if isinstance(event, Start):
+                        self.call_sid = event.call_sid
+                        return event
+                    if isinstance(event, Stop):
+                        await self.close("stopped before start")
+                        return None
+        except TimeoutError:
+            logger.warning("media stream refused: no start within %.0f s", START_TIMEOUT_S)
+            await self.close("no start message", code=POLICY_VIOLATION)
+            return None
+
+    async def pump(self, call: Call, runner: CallRunner) -> str:
+        metrics = self.services.metrics
+        clock = runner.clock
+        while True:
+            try:
+                message = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return "twilio closed the stream"
+            if message["type"] == "websocket.disconnect":
+                return "twilio closed the stream"
+            now = clock()
+            try:
+                event = self.stream.receive(_payload(message))
+            except PhoneProtocolError as exc:
+                if self._bad_frame(exc):
+                    return f"protocol error: {exc}"
+                continue
+            match event:
+                case Media(payload=payload):
+                    metrics.frames_in += 1
+                    runner.mark_trigger(now)
+                    call.phone_audio(payload, now)
+                    await runner.flush()
+                    metrics.uplink.add((clock() - now) * 1000)
+                case Mark(name=name):
+                    call.phone_mark(name, now)
+                    await runner.flush()
+                case Dtmf(digit=digit):
+                    call.phone_dtmf(digit, now)
+                    await runner.flush()
+                case Stop():
+                    return "caller hung up"
+                case _:
+                    pass
+
+    async def send(self, outs: list[PhoneOut]) -> None:
+        if self.closed:
+            return
+        stream = self.stream
+        try:
+            for out in outs:
+                match out:
+                    case SendAudio(payload=payload):
+                        await self.websocket.send_text(stream.media(payload))
+                    case SendMark(name=name):
+                        await self.websocket.send_text(stream.mark(name))
+                    case ClearPlayback():
+                        await self.websocket.send_text(stream.clear())
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The socket is gone; the reader sees the disconnect and ends the call.
+            self.closed = True
+
+    async def close(self, reason: str, code: int = 1000) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        logger.info("call %s: closing media stream: %s", self.call_sid, reason)
+        # Already gone is fine. A close reason must fit in 123 bytes.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self.websocket.close(
+                code=code, reason=reason.encode()[:120].decode("utf-8", "ignore")
+            )
+
+    def _bad_frame(self, exc: PhoneProtocolError) -> bool:
+        """Log a rejected frame (flood-proof); True when the call must end."""
+        self.services.metrics.frames_dropped += 1
+        self.bad_frames += 1
+        if exc.fatal or self.bad_frames <= LOGGED_BAD_FRAMES:
+            action = "closing" if exc.fatal else "dropped frame"
+            logger.warning("call %s: %s: %s", self.call_sid, action, exc)
+        elif self.bad_frames == LOGGED_BAD_FRAMES + 1:
+            logger.warning("call %s: more bad frames; logging every 1000th", self.call_sid)
+        elif self.bad_frames % 1000 == 0:
+            logger.warning("call %s: %d bad frames dropped", self.call_sid, self.bad_frames)
+        return exc.fatal
+
+
+def _payload(message: dict[str, object]) -> str | bytes:
+    text = message.get("text")
+    if isinstance(text, str):
+        return text
+    data = message.get("bytes")
+    return data if isinstance(data, bytes) else b""
+

@@ -1,0 +1,187 @@
+"""The I/O shell around a ``Call``: pumps one phone leg and one model socket.
+
+Three tasks per call: the leg reader, the model reader and the pacer (which wakes only when
+paced audio is due, never on a fixed tick). Each input is handed to the Call with the time
+it arrived; the Call's outboxes are drained straight away, phone first, so a ``clear``
+leaves before anything else. The first task to finish ends the call: the model socket is
+closed within a second and the leg is closed with the reason logged.
+
+A ``Leg`` is anything that can feed the Call and play its commands: the Twilio media stream
+(``bridge.phone.endpoint``) and the browser softphone (``bridge.softphone``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from bridge.ai import events as rt
+from bridge.call import Call, CallEvent, ClearPlayback, PhoneOut
+from bridge.errors import RealtimeProtocolError
+from bridge.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+ModelConnector = Callable[[], Awaitable[ClientConnection]]
+Observer = Callable[[Call, list[CallEvent]], None]
+
+
+class Leg(Protocol):
+    """The phone side of a call, as the runner sees it."""
+
+    async def pump(self, call: Call, runner: CallRunner) -> str:
+        """Feed the call (then ``await runner.flush()``) until the leg ends; say why."""
+        ...
+
+    async def send(self, outs: list[PhoneOut]) -> None:
+        """Play the Call's commands on the leg."""
+        ...
+
+    async def close(self, reason: str) -> None: ...
+
+
+class CallRunner:
+    def __init__(
+        self,
+        call: Call,
+        leg: Leg,
+        connect_model: ModelConnector,
+        *,
+        metrics: Metrics,
+        observers: list[Observer] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.call = call
+        self.leg = leg
+        self.connect_model = connect_model
+        self.metrics = metrics
+        self.observers = observers or []
+        self.clock = clock
+        self.model: ClientConnection | None = None
+        self._wake = asyncio.Event()
+        self._clear_trigger: float | None = None
+
+    async def run(self) -> str:
+        """Run the call to its end; return the reason it ended."""
+        call = self.call
+        try:
+            self.model = await self.connect_model()
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            reason = f"model unreachable: {type(exc).__name__}: {exc}"
+            logger.error("call %s: %s", call.call_sid, reason)
+            await self.leg.close(reason)
+            return reason
+        call.model_connected(self.clock())
+        await self.flush()
+
+        tasks = {
+            asyncio.create_task(self._leg_reader(), name=f"leg {call.call_sid}"),
+            asyncio.create_task(self._model_reader(), name=f"model {call.call_sid}"),
+            asyncio.create_task(self._pacer(), name=f"pacer {call.call_sid}"),
+        }
+        reason = "ended"
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    exc = task.exception()
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                    logger.error("call %s: %s", call.call_sid, reason, exc_info=exc)
+                else:
+                    reason = task.result() or reason
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            call.phone_stopped(self.clock(), reason)
+            self._notify()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self.model.close()
+            await self.leg.close(reason)
+        return reason
+
+    async def flush(self) -> None:
+        """Send whatever the Call has queued: phone first, then the model."""
+        call = self.call
+        if call.to_phone:
+            outs, call.to_phone = call.to_phone, []
+            await self.leg.send(outs)
+            if self._clear_trigger is not None and any(
+                isinstance(o, ClearPlayback) for o in outs
+            ):
+                self.metrics.clear.add((self.clock() - self._clear_trigger) * 1000)
+                self._clear_trigger = None
+            self._wake.set()
+        if call.to_model and self.model is not None:
+            events, call.to_model = call.to_model, []
+            for event in events:
+                await self.model.send(json.dumps(event, separators=(",", ":")))
+        if call.events:
+            self._notify()
+
+    def mark_trigger(self, t: float) -> None:
+        """Remember when an input arrived that may trigger a barge-in (for the figures)."""
+        self._clear_trigger = t
+
+    def _notify(self) -> None:
+        events, self.call.events = self.call.events, []
+        for observer in self.observers:
+            try:
+                observer(self.call, events)
+            except Exception:
+                logger.exception("call %s: observer failed", self.call.call_sid)
+
+    async def _leg_reader(self) -> str:
+        return await self.leg.pump(self.call, self)
+
+    async def _model_reader(self) -> str:
+        assert self.model is not None
+        call = self.call
+        try:
+            async for message in self.model:
+                now = self.clock()
+                try:
+                    event = rt.parse_server_event(message)
+                except RealtimeProtocolError as exc:
+                    logger.warning("call %s: dropped model event: %s", call.call_sid, exc)
+                    continue
+                if isinstance(event, rt.ServerError):
+                    self.metrics.model_errors += 1
+                elif isinstance(event, rt.SpeechStarted):
+                    self._clear_trigger = now
+                call.model_event(event, now)
+                await self.flush()
+                if isinstance(event, rt.AudioDelta):
+                    self.metrics.downlink.add((self.clock() - now) * 1000)
+        except ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else str(exc)
+            call.model_closed(self.clock(), reason)
+            return f"model session closed: {reason}"
+        call.model_closed(self.clock(), "closed by the model")
+        return "model session closed"
+
+    async def _pacer(self) -> None:
+        call = self.call
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            due = call.next_due(now)
+            if due is None:
+                await self._wake.wait()
+            else:
+                # At least a millisecond: a due time that is already past never spins.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(due - now, 0.001)):
+                        await self._wake.wait()
+            call.tick(self.clock())
+            await self.flush()
+
