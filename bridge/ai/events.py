@@ -1,0 +1,332 @@
+"""OpenAI Realtime (GA) events: client-event builders and a server-event parser. Sans-I/O.
+
+Owns the wire shape of the Realtime protocol and nothing else: no sockets, no clock, no
+call state. Builders return plain dicts ready for ``json.dumps``; every one carries an
+``event_id`` so that a server ``error`` can be traced back to the event that caused it.
+The parser turns one server text frame into a small frozen dataclass. It runs once per
+audio delta (dozens per second per call), so it does one ``json.loads`` and reads only the
+fields it needs; the ``openai`` package's pydantic models are used by the tests, not here.
+
+GA shape only (https://platform.openai.com/docs/api-reference/realtime): the session has
+``type: "realtime"`` and audio lives under ``session.audio.{input,output}``; output audio
+arrives as ``response.output_audio.delta``. Beta names such as ``response.audio.delta``
+parse as :class:`Other`, like any event the bridge does not act on.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.config import Agent
+from bridge.errors import RealtimeProtocolError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+PCM_FORMAT: dict[str, Any] = {"type": "audio/pcm", "rate": SAMPLE_RATE}
+
+
+def new_event_id() -> str:
+    """A client event id in the style the service uses (``event_`` + 20 hex digits)."""
+    return "event_" + secrets.token_hex(10)
+
+
+# --------------------------------------------------------------------------- client events
+
+
+def session_update(
+    agent: Agent, *, transcription_model: str = "gpt-4o-mini-transcribe"
+) -> dict[str, Any]:
+    """``session.update`` configuring a phone agent: PCM16 24 kHz both ways, server VAD."""
+    td = agent.turn_detection
+    return {
+        "type": "session.update",
+        "event_id": new_event_id(),
+        "session": {
+            "type": "realtime",
+            "instructions": agent.instructions,
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": dict(PCM_FORMAT),
+                    "turn_detection": {
+                        "type": "server_vad",
+                        "threshold": td.threshold,
+                        "prefix_padding_ms": td.prefix_padding_ms,
+                        "silence_duration_ms": td.silence_duration_ms,
+                        "create_response": True,
+                        "interrupt_response": True,
+                    },
+                    "transcription": {"model": transcription_model},
+                },
+                "output": {"format": dict(PCM_FORMAT), "voice": agent.voice},
+            },
+        },
+    }
+
+
+def input_audio_append(pcm24: bytes) -> dict[str, Any]:
+    """``input_audio_buffer.append`` with PCM16LE mono 24 kHz audio."""
+    return {
+        "type": "input_audio_buffer.append",
+        "event_id": new_event_id(),
+        "audio": binascii.b2a_base64(pcm24, newline=False).decode("ascii"),
+    }
+
+
+def user_text(text: str) -> dict[str, Any]:
+    """``conversation.item.create`` adding a typed user message (send a response.create next)."""
+    return {
+        "type": "conversation.item.create",
+        "event_id": new_event_id(),
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        },
+    }
+
+
+def response_create(instructions: str | None = None) -> dict[str, Any]:
+    """``response.create``; ``instructions`` override the session's for this response."""
+    event: dict[str, Any] = {"type": "response.create", "event_id": new_event_id()}
+    if instructions is not None:
+        event["response"] = {"instructions": instructions}
+    return event
+
+
+def response_cancel(response_id: str | None = None) -> dict[str, Any]:
+    """``response.cancel`` for the in-flight response (or a named one)."""
+    event: dict[str, Any] = {"type": "response.cancel", "event_id": new_event_id()}
+    if response_id is not None:
+        event["response_id"] = response_id
+    return event
+
+
+def item_truncate(item_id: str, content_index: int, audio_end_ms: int) -> dict[str, Any]:
+    """``conversation.item.truncate``: the caller heard only ``audio_end_ms`` of this item.
+
+    The service rejects an ``audio_end_ms`` longer than the audio it sent for the item.
+    """
+    return {
+        "type": "conversation.item.truncate",
+        "event_id": new_event_id(),
+        "item_id": item_id,
+        "content_index": content_index,
+        "audio_end_ms": int(audio_end_ms),
+    }
+
+
+# --------------------------------------------------------------------------- server events
+
+
+@dataclass(frozen=True)
+class SessionCreated:
+    session: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class SessionUpdated:
+    session: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    audio_start_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    audio_end_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True)
+class OutputItemAdded:
+    response_id: str
+    item_id: str
+    role: str | None
+    type: str
+
+
+@dataclass(frozen=True)
+class AudioDelta:
+    response_id: str
+    item_id: str
+    content_index: int
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class AudioDone:
+    response_id: str
+    item_id: str
+    content_index: int
+
+
+@dataclass(frozen=True)
+class TranscriptDelta:
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class TranscriptDone:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True)
+class InputTranscript:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    response_id: str
+    status: str
+    usage: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class ServerError:
+    type: str
+    code: str | None
+    message: str
+    event_id: str | None  # the client event that caused it, when the server says so
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class Other:
+    type: str
+
+
+ServerEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SpeechStarted
+    | SpeechStopped
+    | ResponseCreated
+    | OutputItemAdded
+    | AudioDelta
+    | AudioDone
+    | TranscriptDelta
+    | TranscriptDone
+    | InputTranscript
+    | ResponseDone
+    | ServerError
+    | Other
+)
+
+
+def parse_server_event(message: str | bytes) -> ServerEvent:
+    """Parse one server text frame. Raises ``RealtimeProtocolError`` if it does not fit."""
+    try:
+        data = json.loads(message)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RealtimeProtocolError(f"server event is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RealtimeProtocolError("server event is not a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise RealtimeProtocolError("server event has no type")
+    try:
+        return _parse(kind, data)
+    except _Missing as exc:
+        raise RealtimeProtocolError(f"{kind}: {exc}") from None
+
+
+class _Missing(Exception):
+    pass
+
+
+def _parse(kind: str, d: dict[str, Any]) -> ServerEvent:
+    match kind:
+        case "response.output_audio.delta":
+            return AudioDelta(_str(d, "response_id"), _str(d, "item_id"),
+                              _int(d, "content_index"), _b64(d, "delta"))
+        case "response.output_audio_transcript.delta":
+            return TranscriptDelta(_str(d, "item_id"), _str(d, "delta"))
+        case "input_audio_buffer.speech_started":
+            return SpeechStarted(_int(d, "audio_start_ms"), _str(d, "item_id"))
+        case "input_audio_buffer.speech_stopped":
+            return SpeechStopped(_int(d, "audio_end_ms"), _str(d, "item_id"))
+        case "response.created":
+            return ResponseCreated(_str(_obj(d, "response"), "id"))
+        case "response.output_item.added":
+            item = _obj(d, "item")
+            role = item.get("role")
+            return OutputItemAdded(_str(d, "response_id"), _str(item, "id"),
+                                   role if isinstance(role, str) else None, _str(item, "type"))
+        case "response.output_audio.done":
+            return AudioDone(_str(d, "response_id"), _str(d, "item_id"),
+                             _int(d, "content_index"))
+        case "response.output_audio_transcript.done":
+            return TranscriptDone(_str(d, "item_id"), _str(d, "transcript"))
+        case "conversation.item.input_audio_transcription.completed":
+            return InputTranscript(_str(d, "item_id"), _str(d, "transcript"))
+        case "response.done":
+            response = _obj(d, "response")
+            usage = response.get("usage")
+            return ResponseDone(_str(response, "id"), _str(response, "status"),
+                                usage if isinstance(usage, dict) else {})
+        case "error":
+            error = _obj(d, "error")
+            return ServerError(_str(error, "type"), _opt_str(error, "code"),
+                               _str(error, "message"), _opt_str(error, "event_id"),
+                               _opt_str(error, "param"))
+        case "session.created":
+            return SessionCreated(_obj(d, "session"))
+        case "session.updated":
+            return SessionUpdated(_obj(d, "session"))
+        case _:
+            return Other(kind)
+
+
+def _str(d: dict[str, Any], key: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str):
+        raise _Missing(f"{key!r} missing or not a string")
+    return value
+
+
+def _opt_str(d: dict[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _Missing(f"{key!r} is not a string")
+    return value
+
+
+def _int(d: dict[str, Any], key: str) -> int:
+    value = d.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Missing(f"{key!r} missing or not an integer")
+    return value
+
+
+def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
+    value = d.get(key)
+    if not isinstance(value, dict):
+        raise _Missing(f"{key!r} missing or not an object")
+    return value
+
+
+def _b64(d: dict[str, Any], key: str) -> bytes:
+    value = _str(d, key)
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except binascii.Error as exc:
+        raise _Missing(f"{key!r} is not valid base64 ({exc})") from None

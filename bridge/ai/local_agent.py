@@ -1,0 +1,192 @@
+"""The built-in local agent: a websockets server that speaks the Realtime GA protocol.
+
+Owns only I/O: the handshake checks the service makes (path, bearer header, ``model``
+query, no beta header), pumping client frames into an :class:`AgentSession` and its
+server events back out, and closing the socket when the session says so (maximum
+duration). Everything the agent *does* lives in the sans-I/O ``bridge.ai.agent_session``,
+re-exported here.
+
+It is at once the keyless default agent (``bridge local-agent``), the demo, and the test
+double for the real service: it echoes what the caller says, greets on a bare
+``response.create``, and rejects what the real service rejects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from bridge.ai.agent_session import GREETING_TRANSCRIPT, AgentSession, load_greeting
+
+__all__ = ["GREETING_TRANSCRIPT", "AgentSession", "LocalAgentServer", "load_greeting",
+           "serve_local_agent"]
+
+logger = logging.getLogger(__name__)
+
+PATH = "/v1/realtime"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class LocalAgentServer:
+    """A running local agent. ``sessions`` holds every session it accepted, for tests."""
+
+    def __init__(self, host: str, options: dict[str, Any]) -> None:
+        self.host = host
+        self.sessions: list[AgentSession] = []
+        self._options = options
+        self._server: Server | None = None
+
+    async def _start(self, port: int) -> None:
+        self._server = await serve(
+            self._handle, self.host, port, process_request=self._check_path,
+            max_size=MAX_MESSAGE_BYTES,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}{PATH}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> LocalAgentServer:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ handshake
+
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != PATH:
+            return connection.respond(404, "Not Found\n")
+        return None
+
+    @staticmethod
+    def _refusal(request: Request) -> tuple[dict[str, Any], int, str] | None:
+        """What the service answers (after the 101) to a connection it will not serve."""
+        headers: Headers = request.headers
+        if "OpenAI-Beta" in headers:
+            return (_error("beta_api_shape_disabled", "The beta Realtime API shape is "
+                           "disabled; use the GA shape (remove the OpenAI-Beta header)."),
+                    4000, "invalid_request_error.beta_api_shape_disabled")
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return (_error(None, "Missing bearer or basic authentication in header"),
+                    3000, "invalid_request_error")
+        if not parse_qs(urlsplit(request.path).query).get("model"):
+            return (_error("missing_model", "You must provide a model parameter, for example "
+                           "wss://api.openai.com/v1/realtime?model=gpt-realtime"),
+                    4000, "invalid_request_error.missing_model")
+        return None
+
+    # ------------------------------------------------------------------ session pump
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        refusal = self._refusal(ws.request)
+        if refusal is not None:
+            event, code, reason = refusal
+            logger.info("local agent refused a connection: %s", reason)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps(event))
+                await ws.close(code, reason)
+            return
+        loop = asyncio.get_running_loop()
+        model = parse_qs(urlsplit(ws.request.path).query)["model"][0]
+        options = dict(self._options)
+        if options.get("seed") is not None:  # distinct ids in every session
+            options["seed"] += len(self.sessions)
+        session = AgentSession(now=loop.time(), model=model, created_at=time.time(), **options)
+        self.sessions.append(session)
+        logger.info("local agent session %s opened (model %s)", session.config["id"], model)
+        outbox: deque[dict[str, Any]] = deque(session.start())
+        wake = asyncio.Event()
+
+        async def read() -> None:
+            try:
+                async for message in ws:
+                    outbox.extend(session.receive(message, loop.time()))
+                    wake.set()
+            except ConnectionClosed:
+                pass
+            finally:
+                wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                while outbox:
+                    await ws.send(json.dumps(outbox.popleft(), separators=(",", ":")))
+                if session.closed is not None:
+                    await ws.close(*session.closed)
+                    break
+                if reader.done():
+                    break
+                due = session.next_due()
+                timeout = None if due is None else max(0.0, due - loop.time())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout)
+                wake.clear()
+                outbox.extend(session.poll(loop.time()))
+        except ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            logger.info("local agent session %s closed", session.config["id"])
+
+
+def _error(code: str | None, message: str) -> dict[str, Any]:
+    return {"type": "error", "event_id": "event_handshake",
+            "error": {"type": "invalid_request_error", "code": code, "message": message,
+                      "param": None, "event_id": None}}
+
+
+async def serve_local_agent(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_duration_s: float = 1800.0,
+    speedup: float = 4.0,
+    first_audio_delay_s: float = 0.0,
+    chunk_ms: tuple[int, int] = (40, 400),
+    greeting: bytes | None = None,
+    seed: int | None = None,
+) -> LocalAgentServer:
+    """Start the local agent on ``host:port`` (0: any free port); see ``.url``."""
+    server = LocalAgentServer(host, {
+        "max_duration_s": max_duration_s, "speedup": speedup,
+        "first_audio_delay_s": first_audio_delay_s, "chunk_ms": chunk_ms,
+        "greeting": greeting, "seed": seed,
+    })
+    await server._start(port)
+    logger.info("local agent listening on %s", server.url)
+    return server
