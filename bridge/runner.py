@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from bridge.ai import events as rt
 from bridge.call import Call, CallEvent, ClearPlayback, PhoneOut
-from bridge.errors import RealtimeProtocolError
+from bridge.errors import RealtimeProtocolError, SessionClosed
 from bridge.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class CallRunner:
         call = self.call
         try:
             self.model = await self.connect_model()
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        except (SessionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             reason = f"model unreachable: {type(exc).__name__}: {exc}"
             logger.error("call %s: %s", call.call_sid, reason)
             await self.leg.close(reason)

@@ -1,0 +1,65 @@
+"""Helpers for whole-call tests over real loopback sockets: bridge + local agent + simulator."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bridge.ai.local_agent import LocalAgentServer, serve_local_agent
+from bridge.audio.wav import read_wav
+from bridge.config import Settings
+from bridge.sim.harness import RunningBridge, running_bridge, signed_settings
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@dataclass
+class Rig:
+    bridge: RunningBridge
+    agent: LocalAgentServer
+
+
+@contextlib.asynccontextmanager
+async def rig(settings: Settings | None = None) -> AsyncIterator[Rig]:
+    """A signed bridge whose calls go to a local agent we can inspect."""
+    agent = await serve_local_agent("127.0.0.1", 0)
+    try:
+        async with running_bridge(signed_settings(settings), model_url=agent.url) as bridge:
+            yield Rig(bridge, agent)
+    finally:
+        await agent.close()
+
+
+def fixture(name: str) -> np.ndarray:
+    audio, rate = read_wav(FIXTURES / name)
+    assert rate == 8000
+    return audio
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(8000 * seconds), dtype=np.int16)
+
+
+def best_correlation(needle: np.ndarray, haystack: np.ndarray) -> tuple[float, int]:
+    """Peak normalised cross-correlation of ``needle`` anywhere in ``haystack``, and where."""
+    a = needle.astype(np.float64) - needle.mean()
+    b = haystack.astype(np.float64)
+    n = len(a)
+    if len(b) < n:
+        return 0.0, 0
+    size = 1 << int(np.ceil(np.log2(len(b) + n)))
+    corr = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)[
+        : len(b) - n + 1
+    ]
+    # Energy of each window of the haystack, for normalisation.
+    cs = np.concatenate([[0.0], np.cumsum(b * b)])
+    csum = np.concatenate([[0.0], np.cumsum(b)])
+    win_energy = cs[n:] - cs[:-n] - (csum[n:] - csum[:-n]) ** 2 / n
+    norm = np.sqrt(np.maximum(win_energy, 1e-9) * float(a @ a))
+    score = corr / norm
+    at = int(np.argmax(score))
+    return float(score[at]), at
