@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection
@@ -34,10 +35,26 @@ ModelConnector = Callable[[], Awaitable[ClientConnection]]
 Observer = Callable[[Call, list[CallEvent]], None]
 
 
+# WebSocket close codes a leg is closed with.
+NORMAL, POLICY_VIOLATION, INTERNAL_ERROR = 1000, 1008, 1011
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why a call ended, and the close code its leg gets."""
+
+    reason: str
+    code: int = NORMAL
+
+    @property
+    def normal(self) -> bool:
+        return self.code == NORMAL
+
+
 class Leg(Protocol):
     """The phone side of a call, as the runner sees it."""
 
-    async def pump(self, call: Call, runner: CallRunner) -> str:
+    async def pump(self, call: Call, runner: CallRunner) -> Ending:
         """Feed the call (then ``await runner.flush()``) until the leg ends; say why."""
         ...
 
@@ -45,7 +62,7 @@ class Leg(Protocol):
         """Play the Call's commands on the leg."""
         ...
 
-    async def close(self, reason: str) -> None: ...
+    async def close(self, reason: str, code: int = NORMAL) -> None: ...
 
 
 class CallRunner:
@@ -69,16 +86,16 @@ class CallRunner:
         self._wake = asyncio.Event()
         self._clear_trigger: float | None = None
 
-    async def run(self) -> str:
-        """Run the call to its end; return the reason it ended."""
+    async def run(self) -> Ending:
+        """Run the call to its end; say why it ended."""
         call = self.call
         try:
             self.model = await self.connect_model()
         except (SessionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            reason = f"model unreachable: {type(exc).__name__}: {exc}"
-            logger.error("call %s: %s", call.call_sid, reason)
-            await self.leg.close(reason)
-            return reason
+            ending = Ending(f"model unreachable: {type(exc).__name__}: {exc}", INTERNAL_ERROR)
+            logger.error("call %s: %s", call.call_sid, ending.reason)
+            await self.leg.close(ending.reason, ending.code)
+            return ending
         call.model_connected(self.clock())
         await self.flush()
 
@@ -87,27 +104,28 @@ class CallRunner:
             asyncio.create_task(self._model_reader(), name=f"model {call.call_sid}"),
             asyncio.create_task(self._pacer(), name=f"pacer {call.call_sid}"),
         }
-        reason = "ended"
+        ending = Ending("ended")
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task.exception() is not None:
-                    exc = task.exception()
-                    reason = f"internal error: {type(exc).__name__}: {exc}"
-                    logger.error("call %s: %s", call.call_sid, reason, exc_info=exc)
+                exc = task.exception()
+                if exc is not None:
+                    ending = Ending(f"internal error: {type(exc).__name__}: {exc}",
+                                    INTERNAL_ERROR)
+                    logger.error("call %s: %s", call.call_sid, ending.reason, exc_info=exc)
                 else:
-                    reason = task.result() or reason
+                    ending = task.result()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            call.phone_stopped(self.clock(), reason)
+            call.phone_stopped(self.clock(), ending.reason)
             self._notify()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await self.model.close()
-            await self.leg.close(reason)
-        return reason
+            await self.leg.close(ending.reason, ending.code)
+        return ending
 
     async def flush(self) -> None:
         """Send whatever the Call has queued: phone first, then the model."""
@@ -140,10 +158,10 @@ class CallRunner:
             except Exception:
                 logger.exception("call %s: observer failed", self.call.call_sid)
 
-    async def _leg_reader(self) -> str:
+    async def _leg_reader(self) -> Ending:
         return await self.leg.pump(self.call, self)
 
-    async def _model_reader(self) -> str:
+    async def _model_reader(self) -> Ending:
         assert self.model is not None
         call = self.call
         try:
@@ -162,14 +180,13 @@ class CallRunner:
                 await self.flush()
                 if isinstance(event, rt.AudioDelta):
                     self.metrics.downlink.add((self.clock() - now) * 1000)
+            reason = "closed by the model"
         except ConnectionClosed as exc:
             reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else str(exc)
-            call.model_closed(self.clock(), reason)
-            return f"model session closed: {reason}"
-        call.model_closed(self.clock(), "closed by the model")
-        return "model session closed"
+        call.model_closed(self.clock(), reason)
+        return Ending(f"model session closed: {reason}", INTERNAL_ERROR)
 
-    async def _pacer(self) -> None:
+    async def _pacer(self) -> Ending:
         call = self.call
         while True:
             self._wake.clear()

@@ -18,7 +18,7 @@ from bridge.ai.client import connect_realtime
 from bridge.call import Call
 from bridge.config import Settings
 from bridge.metrics import Metrics
-from bridge.runner import CallRunner, Leg, ModelConnector, Observer
+from bridge.runner import INTERNAL_ERROR, CallRunner, Ending, Leg, ModelConnector, Observer
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Services:
 
     async def run_call(
         self, call: Call, leg: Leg, *, observers: list[Observer] | None = None
-    ) -> str:
+    ) -> Ending:
         """Run one call to its end. ``observers`` see this call's events (and the global ones)."""
         runner = CallRunner(
             call,
@@ -55,22 +55,16 @@ class Services:
         self.calls.add(runner)
         self.metrics.calls_started += 1
         self.metrics.calls_active = len(self.calls)
-        reason = "internal error"
+        ending = Ending("internal error", INTERNAL_ERROR)
         try:
-            reason = await runner.run()
-            return reason
+            ending = await runner.run()
+            return ending
         except asyncio.CancelledError:
-            reason = "server shutting down"
+            ending = Ending("server shutting down", INTERNAL_ERROR)
             raise
         finally:
             self.calls.discard(runner)
             self.metrics.calls_active = len(self.calls)
-            if not _normal_end(reason):
+            if not ending.normal:
                 self.metrics.calls_failed += 1
-            logger.info("call %s: ended: %s", call.call_sid, reason)
-
-
-def _normal_end(reason: str) -> bool:
-    return reason in {"caller hung up", "twilio closed the stream", "hung up", "ended"} or (
-        reason.startswith("browser")
-    )
+            logger.info("call %s: ended: %s", call.call_sid, ending.reason)

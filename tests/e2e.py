@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +25,18 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(settings: Settings | None = None) -> AsyncIterator[Rig]:
+async def rig(
+    settings: Settings | None = None,
+    *,
+    agent_options: dict[str, Any] | None = None,
+    model_url: str | None = None,
+) -> AsyncIterator[Rig]:
     """A signed bridge whose calls go to a local agent we can inspect."""
-    agent = await serve_local_agent("127.0.0.1", 0)
+    agent = await serve_local_agent("127.0.0.1", 0, **(agent_options or {}))
     try:
-        async with running_bridge(signed_settings(settings), model_url=agent.url) as bridge:
+        async with running_bridge(
+            signed_settings(settings), model_url=model_url or agent.url
+        ) as bridge:
             yield Rig(bridge, agent)
     finally:
         await agent.close()

@@ -39,12 +39,21 @@ PATH = "/v1/realtime"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
+KEPT_SESSIONS = 1024
+
 class LocalAgentServer:
-    """A running local agent. ``sessions`` holds every session it accepted, for tests."""
+    """A running local agent.
+
+    ``sessions`` holds the sessions it accepted and ``closed_sessions`` those whose socket
+    has closed, for tests; both keep only the latest ``KEPT_SESSIONS`` so a long-running
+    keyless server does not grow without bound.
+    """
 
     def __init__(self, host: str, options: dict[str, Any]) -> None:
         self.host = host
-        self.sessions: list[AgentSession] = []
+        self.sessions: deque[AgentSession] = deque(maxlen=KEPT_SESSIONS)
+        self.closed_sessions: deque[AgentSession] = deque(maxlen=KEPT_SESSIONS)
+        self._accepted = 0
         self._options = options
         self._server: Server | None = None
 
@@ -122,7 +131,8 @@ class LocalAgentServer:
         model = parse_qs(urlsplit(ws.request.path).query)["model"][0]
         options = dict(self._options)
         if options.get("seed") is not None:  # distinct ids in every session
-            options["seed"] += len(self.sessions)
+            options["seed"] += self._accepted
+        self._accepted += 1
         session = AgentSession(now=loop.time(), model=model, created_at=time.time(), **options)
         self.sessions.append(session)
         logger.info("local agent session %s opened (model %s)", session.config["id"], model)
@@ -161,6 +171,7 @@ class LocalAgentServer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            self.closed_sessions.append(session)
             logger.info("local agent session %s closed", session.config["id"])
 
 

@@ -20,7 +20,7 @@ from bridge.call import Call, ClearPlayback, PhoneOut
 from bridge.errors import PhoneProtocolError, SecurityError
 from bridge.phone.playout import Playout, SendAudio, SendMark
 from bridge.phone.twilio import Dtmf, Mark, Media, MediaStream, Start, Stop
-from bridge.runner import CallRunner
+from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
 from twiml.security import check_stream_token, twilio_ws_signature_ok
 
@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
 LOGGED_BAD_FRAMES = 10
-# Close codes: 1000 normal, 1008 policy (refused), 1011 internal/upstream failure.
-POLICY_VIOLATION = 1008
 
 
 async def twilio_media(websocket: WebSocket) -> None:
@@ -109,22 +107,22 @@ class TwilioLeg:
             await self.close("no start message", code=POLICY_VIOLATION)
             return None
 
-    async def pump(self, call: Call, runner: CallRunner) -> str:
+    async def pump(self, call: Call, runner: CallRunner) -> Ending:
         metrics = self.services.metrics
         clock = runner.clock
         while True:
             try:
                 message = await self.websocket.receive()
             except (WebSocketDisconnect, RuntimeError):
-                return "twilio closed the stream"
+                return Ending("twilio closed the stream")
             if message["type"] == "websocket.disconnect":
-                return "twilio closed the stream"
+                return Ending("twilio closed the stream")
             now = clock()
             try:
                 event = self.stream.receive(_payload(message))
             except PhoneProtocolError as exc:
                 if self._bad_frame(exc):
-                    return f"protocol error: {exc}"
+                    return Ending(f"protocol error: {exc}", POLICY_VIOLATION)
                 continue
             match event:
                 case Media(payload=payload):
@@ -140,7 +138,7 @@ class TwilioLeg:
                     call.phone_dtmf(digit, now)
                     await runner.flush()
                 case Stop():
-                    return "caller hung up"
+                    return Ending("caller hung up")
                 case _:
                     pass
 
@@ -161,7 +159,7 @@ class TwilioLeg:
             # The socket is gone; the reader sees the disconnect and ends the call.
             self.closed = True
 
-    async def close(self, reason: str, code: int = 1000) -> None:
+    async def close(self, reason: str, code: int = NORMAL) -> None:
         if self.closed:
             return
         self.closed = True
