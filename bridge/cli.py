@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="benchmarks: load, latency, audio quality")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        # argparse's REMAINDER drops options that come first (``bench --quick``): the
+        # benchmark parses its own.
+        from bridge.bench.main import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)

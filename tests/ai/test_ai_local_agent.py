@@ -154,7 +154,7 @@ def test_handshakes_the_service_refuses(query: str, headers: dict[str, str], cod
                 with pytest.raises(ConnectionClosed) as info:
                     await ws.recv()
                 assert info.value.rcvd is not None and info.value.rcvd.code == close_code
-            assert server.sessions == []
+            assert not server.sessions
 
     asyncio.run(main())
 
