@@ -276,15 +276,24 @@ class Call:
             if self.playout.active:
                 self._barge_in(now, trigger="model", confirmed=True)
             return
-        if self.playout.active or self._response_id is not None:
-            self._barge_in(now, trigger="model", confirmed=True)
+        if not (self.playout.active or self._response_id is not None):
+            return
+        if self._greeting_guarded(now):
+            # "Hello?" on pick-up: the model may stop generating, but what it already
+            # sent of the greeting plays out.
+            self._event(now, "barge_in_ignored", reason="greeting guard")
+            return
+        self._barge_in(now, trigger="model", confirmed=True)
 
     def _local_barge_in(self, now: float) -> None:
         if self._pending_local is not None or not self.playout.active:
             return
-        if self._greeting_until is not None and now < self._greeting_until:
+        if self._greeting_guarded(now):
             return
         self._pending_local = self._barge_in(now, trigger="local", confirmed=False)
+
+    def _greeting_guarded(self, now: float) -> bool:
+        return self._greeting_until is not None and now < self._greeting_until
 
     def _barge_in(self, now: float, *, trigger: str, confirmed: bool) -> BargeIn:
         heard: Heard | None = self.playout.clear(now)

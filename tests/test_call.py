@@ -28,7 +28,7 @@ class Pair:
     def __init__(self, agent: Agent | None = None, *, lead_ms: int = 160) -> None:
         self.now = 0.0
         self.call = Call(
-            agent=agent or Agent(local_barge_in=False),
+            agent=agent or Agent(local_barge_in=False, greeting_guard_ms=0),
             call_sid="CA" + "0" * 32,
             uplink=Uplink("mulaw", 8000),
             downlink_codec="mulaw",
@@ -272,6 +272,20 @@ def test_greeting_guard_blocks_local_barge_in():
         pair.call.phone_audio(loud_caller_frame(), pair.now)
         pair.run(0.02)
     assert pair.clears == 0
+
+
+def test_greeting_guard_lets_the_start_of_the_greeting_play_through_model_speech():
+    pair = Pair(Agent(local_barge_in=False, greeting_guard_ms=1000))
+    pair.call.model_connected(0.0)
+    speak(pair, "resp_g", "item_g", 2000)
+    pair.run(0.5)
+    pair.model(rt.SpeechStarted(300, "item_user"))  # "Hello?" on pick-up
+    assert pair.clears == 0
+    pair.run(1.0)
+    pair.model(rt.SpeechStarted(1300, "item_user"))  # after the guard: a real barge-in
+    assert pair.clears == 1
+    (truncate,) = pair.sent("conversation.item.truncate")
+    assert abs(truncate["audio_end_ms"] - pair.far.played_ms("item_g")) <= 20
 
 
 def test_text_input_becomes_a_user_message_and_a_response():
