@@ -18,7 +18,8 @@ $(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install -q -e '.[test,dev]'
 	touch $@
 
-setup: $(VENV)/.base
+# The softphone page's Socket.IO client comes from the npm registry, not a CDN.
+setup: $(VENV)/.base node_modules/.package-lock.json
 
 setup-test: $(VENV)/.test node_modules/.package-lock.json
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -9,7 +9,7 @@ released toward the caller. The detector fires once the caller has really spoken
   ``PAUSE_MS`` in between (dips between syllables only slow the count down);
 - line noise: the threshold sits ``snr_db`` above an adaptive noise floor;
 - the line's own echo of the agent: while the agent plays, the caller must also be louder
-  than the agent's recent level minus ``echo_margin_db`` (a phone echo path loses 10–30 dB);
+  than the agent's recent level minus ``echo_margin_db`` (a phone echo path loses 10 to 30 dB);
 - the greeting guard window is the Call's concern (it knows when the greeting started).
 """
 

@@ -108,11 +108,11 @@ class CallRunner:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                exc = task.exception()
-                if exc is not None:
-                    ending = Ending(f"internal error: {type(exc).__name__}: {exc}",
+                error = task.exception()
+                if error is not None:
+                    ending = Ending(f"internal error: {type(error).__name__}: {error}",
                                     INTERNAL_ERROR)
-                    logger.error("call %s: %s", call.call_sid, ending.reason, exc_info=exc)
+                    logger.error("call %s: %s", call.call_sid, ending.reason, exc_info=error)
                 else:
                     ending = task.result()
         finally:

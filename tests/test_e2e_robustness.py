@@ -153,7 +153,7 @@ def test_media_before_start_is_dropped_then_the_call_starts(caplog):
     async def main() -> None:
         async with rig() as r, stream(r, 2, start=False) as s:
             await s.media()
-            url, params = await twiml_for(r, s.call_sid)
+            _, params = await twiml_for(r, s.call_sid)
             await s.ws.send(messages.start(1, stream_sid=s.stream_sid, account_sid=ACCOUNT,
                                            call_sid=s.call_sid, custom_parameters=params))
             await s.media()
@@ -172,7 +172,7 @@ def test_a_second_start_closes_the_call_cleanly(caplog):
     async def main() -> None:
         async with rig() as r, stream(r, 3) as s:
             await s.media()
-            url, params = await twiml_for(r, s.call_sid)
+            _, params = await twiml_for(r, s.call_sid)
             await s.ws.send(messages.start(9, stream_sid=s.stream_sid, account_sid=ACCOUNT,
                                            call_sid=s.call_sid, custom_parameters=params))
             assert await closed_within(s.ws, 3.0) == 1008
@@ -226,7 +226,7 @@ def test_a_flood_of_garbage_does_not_disturb_another_call(caplog):
                 auth_token=r.bridge.auth_token, tail_s=0.5))
             async with stream(r, 20) as s:
                 for i in range(3000):
-                    await s.ws.send("garbage %d" % i if i % 2 else b"\x00" * 100)
+                    await s.ws.send(f"garbage {i}" if i % 2 else b"\x00" * 100)
                     if i % 100 == 0:
                         await asyncio.sleep(0.05)
                 await s.stop()
@@ -263,10 +263,8 @@ def test_a_stream_without_a_valid_token_for_its_call_is_refused(token, caplog):
     async def main() -> None:
         async with rig() as r:
             _, params = await twiml_for(r, "CA" + "5" * 32)
-            if token == "other-call":
-                forged = params  # a real token, but for another CallSid
-            else:
-                forged = {**params, "token": token}
+            # "other-call": a real token, but for another CallSid.
+            forged = params if token == "other-call" else {**params, "token": token}
             async with stream(r, 6, parameters=forged) as s:
                 assert await closed_within(s.ws, 3.0) == 1008
             assert not r.agent.sessions
@@ -293,7 +291,7 @@ def test_stop_closes_the_model_session_within_a_second():
             for _ in range(10):
                 await s.media()
             await asyncio.sleep(0.2)
-            (session,) = r.agent.sessions
+            assert len(r.agent.sessions) == 1
             await s.stop()
             t0 = time.monotonic()
             while not r.agent.closed_sessions and time.monotonic() - t0 < 2:

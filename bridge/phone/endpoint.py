@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -184,7 +186,7 @@ class TwilioLeg:
         return exc.fatal
 
 
-def _payload(message: dict[str, object]) -> str | bytes:
+def _payload(message: Mapping[str, Any]) -> str | bytes:
     text = message.get("text")
     if isinstance(text, str):
         return text
