@@ -26,6 +26,8 @@ class RunningBridge:
     auth_token: str | None
     services: Services
     app: Any
+    server: Any  # the uvicorn server (a DrainingServer)
+    task: asyncio.Task[None]  # the server's serve() task
 
 
 def signed_settings(settings: Settings | None = None, **changes: Any) -> Settings:
@@ -56,7 +58,7 @@ async def running_bridge(
                 task.result()  # raises the start-up error
             await asyncio.sleep(0.01)
         yield RunningBridge(base_url, settings.public_url or base_url,
-                            settings.twilio_auth_token, services, app)
+                            settings.twilio_auth_token, services, app, server, task)
     finally:
         server.should_exit = True
         await task
