@@ -73,7 +73,8 @@ def render(result: CallResult, bridge_events: list[CallEvent],
                 detail = f"{b.detail.get('role')}: {b.detail.get('text', '')!r}"
             rows.append((b.t, f"bridge  {b.kind}", detail))
     lines = ["", "Timeline (s)"]
-    lines += [f"{t:7.2f}  {what:<28} {detail}" for t, what, detail in sorted(rows)]
+    rows.sort(key=lambda row: row[0])  # stable: same-time events keep their order
+    lines += [f"{t:7.2f}  {what:<28} {detail}" for t, what, detail in rows]
 
     truncates = [b for b in bridge_events if b.kind == "barge_in"]
     if result.clears:
