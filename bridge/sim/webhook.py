@@ -10,12 +10,14 @@ https://www.twilio.com/docs/usage/webhooks/webhooks-security
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
-import httpx
 from twilio.request_validator import RequestValidator
 
 from bridge.sim.errors import StreamRejected, WebhookRejected
@@ -65,24 +67,41 @@ async def post_voice_webhook(
     """POST the voice webhook; return (TwiML text, violations). Raises WebhookRejected."""
     url = base_url.rstrip("/") + VOICE_PATH
     signed_url = (public_url or base_url).rstrip("/") + VOICE_PATH
-    headers = {"User-Agent": "TwilioProxy/1.1"}
+    headers = {"User-Agent": "TwilioProxy/1.1",
+               "Content-Type": "application/x-www-form-urlencoded"}
     if auth_token:
         headers["X-Twilio-Signature"] = sign(auth_token, signed_url, params)
-    async with httpx.AsyncClient(trust_env=False, timeout=timeout) as client:
-        try:
-            response = await client.post(url, data=params, headers=headers)
-        except httpx.HTTPError as exc:
-            raise WebhookRejected(f"voice webhook unreachable: {exc!r}") from exc
-    if response.status_code != 200:
+    request = urllib.request.Request(
+        url, data=urlencode(params).encode(), headers=headers, method="POST"
+    )
+    # One small POST per call: the standard library in a worker thread is enough.
+    try:
+        status, content_type, text = await asyncio.to_thread(_post, request, timeout)
+    except OSError as exc:
+        raise WebhookRejected(f"voice webhook unreachable: {exc!r}") from exc
+    if status != 200:
         raise WebhookRejected(
-            f"voice webhook answered {response.status_code}: {response.text[:200]!r}",
-            status_code=response.status_code,
+            f"voice webhook answered {status}: {text[:200]!r}", status_code=status
         )
     violations = []
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = content_type.split(";")[0].strip().lower()
     if content_type not in ("text/xml", "application/xml"):
         violations.append(f"TwiML served as {content_type or 'no content type'!r}, not XML")
-    return response.text, violations
+    return text, violations
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _post(request: urllib.request.Request, timeout: float) -> tuple[int, str, str]:
+    try:
+        with _NO_PROXY.open(request, timeout=timeout) as response:
+            body = response.read().decode("utf-8", "replace")
+            return response.status, response.headers.get("Content-Type", ""), body
+    except urllib.error.HTTPError as exc:
+        with exc:
+            body = exc.read().decode("utf-8", "replace")
+            return exc.code, exc.headers.get("Content-Type", ""), body
 
 
 def parse_twiml(twiml: str, *, request_url: str, require_wss: bool) -> StreamTarget:
