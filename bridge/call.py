@@ -19,6 +19,7 @@ It must not import asyncio, starlette, websockets or socketio.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +58,39 @@ class CallEvent:
 
 @dataclass
 class BargeIn:
-    """One interruption, with the figures the benchmark and simulator report."""
+    """One interruption."""
 
     t: float
-    trigger: str  # "model" or "local"
+    trigger: str  # "model", "local" or "client"
     item_id: str | None
     audio_end_ms: int | None
     confirmed: bool
+
+
+@dataclass
+class _Spoken:
+    """An assistant audio item, as far as the model has sent it."""
+
+    content_index: int
+    model_ms: float = 0.0
+    downlink: Downlink | None = None  # None once the model finished the item
+
+
+class _Recent(dict[str, None]):
+    """An insertion-ordered set that forgets its oldest members past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def add(self, key: str) -> None:
+        self[key] = None
+        if len(self) > self.limit:
+            del self[next(iter(self))]
+
+
+# Per-call memory stays flat however long the call: only the latest items are kept.
+RECENT_ITEMS = 32
 
 
 class Call:
@@ -91,17 +118,18 @@ class Call:
         self.to_model: list[dict[str, Any]] = []
         # Timeline and transcript events, drained by the shell like the other outboxes.
         self.events: list[CallEvent] = []
-        self.barge_ins: list[BargeIn] = []
+        self.barge_ins: deque[BargeIn] = deque(maxlen=16)  # the latest, for inspection
         self.closed: str | None = None
         self.model_ready = False
 
-        self._downlinks: dict[str, Downlink] = {}
-        self._model_ms: dict[str, float] = {}  # assistant item → ms of audio the model sent
-        self._content_index: dict[str, int] = {}
-        self._dropped: set[str] = set()  # items whose further audio is discarded
+        self._spoken: dict[str, _Spoken] = {}  # the latest assistant audio items
+        self._dropped = _Recent(RECENT_ITEMS)  # items whose further audio is discarded
+        self._stale = _Recent(RECENT_ITEMS)  # responses whose further audio is discarded
         self._response_id: str | None = None  # the response being generated, if any
+        self._response_audio_done = False  # ...and whether its audio is all here
         self._response_items: dict[str, list[str]] = {}
         self._first_audio_seen = False
+        self._greeting_pending = False
         self._greeting_until: float | None = None
         self._pending_local: BargeIn | None = None
         self._local = LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (
@@ -152,14 +180,18 @@ class Call:
         self.to_model.append(rt.session_update(self.agent))
         if self.greet and self.agent.greeting:
             self.to_model.append(rt.response_create(greeting_instructions(self.agent.greeting)))
-            self._greeting_until = now + self.agent.greeting_guard_ms / 1000
+            # The guard window starts with the greeting's first audio, not now: the model
+            # takes a moment to answer.
+            self._greeting_pending = True
         self._event(now, "model_connected")
 
     def model_event(self, event: rt.ServerEvent, now: float) -> None:
         match event:
             case rt.AudioDelta(response_id=response_id, item_id=item_id, audio=audio):
                 self._audio_delta(response_id, item_id, event.content_index, audio, now)
-            case rt.AudioDone(item_id=item_id):
+            case rt.AudioDone(response_id=response_id, item_id=item_id):
+                if response_id == self._response_id:
+                    self._response_audio_done = True
                 self._audio_done(item_id, now)
             case rt.SpeechStarted(audio_start_ms=start_ms):
                 self._event(now, "speech_started", audio_start_ms=start_ms)
@@ -168,9 +200,13 @@ class Call:
                 self._event(now, "speech_stopped", audio_end_ms=end_ms)
             case rt.ResponseCreated(response_id=response_id):
                 self._response_id = response_id
+                self._response_audio_done = False
                 self._response_items.setdefault(response_id, [])
             case rt.OutputItemAdded(response_id=response_id, item_id=item_id):
-                self._response_items.setdefault(response_id, []).append(item_id)
+                if response_id in self._stale:
+                    self._dropped.add(item_id)
+                else:
+                    self._response_items.setdefault(response_id, []).append(item_id)
             case rt.ResponseDone(response_id=response_id, status=status):
                 if self._response_id == response_id:
                     self._response_id = None
@@ -220,32 +256,34 @@ class Call:
     def _audio_delta(
         self, response_id: str, item_id: str, content_index: int, audio: bytes, now: float
     ) -> None:
-        if item_id in self._dropped:
+        if item_id in self._dropped or response_id in self._stale:
             return
         if not self._first_audio_seen:
             self._first_audio_seen = True
             self._event(now, "agent_audio_start")
-        downlink = self._downlinks.get(item_id)
-        if downlink is None:
-            downlink = self._downlinks[item_id] = Downlink(
-                self._downlink_codec, self._downlink_rate  # type: ignore[arg-type]
-            )
-            self._content_index[item_id] = content_index
-            self._model_ms.setdefault(item_id, 0.0)
-        self._model_ms[item_id] += len(audio) / PCM24_BYTES_PER_MS
-        leg_audio = downlink.encode(audio)
-        self.playout.push(item_id, content_index, leg_audio, self._model_ms[item_id])
+        if self._greeting_pending:
+            self._greeting_pending = False
+            self._greeting_until = now + self.agent.greeting_guard_ms / 1000
+        spoken = self._spoken.get(item_id)
+        if spoken is None:
+            spoken = self._spoken[item_id] = _Spoken(content_index)
+            if len(self._spoken) > RECENT_ITEMS:
+                del self._spoken[next(iter(self._spoken))]
+        if spoken.downlink is None:
+            spoken.downlink = Downlink(self._downlink_codec, self._downlink_rate)  # type: ignore[arg-type]
+        spoken.model_ms += len(audio) / PCM24_BYTES_PER_MS
+        leg_audio = spoken.downlink.encode(audio)
+        self.playout.push(item_id, content_index, leg_audio, spoken.model_ms)
         self._pull(now)
 
     def _audio_done(self, item_id: str, now: float) -> None:
-        downlink = self._downlinks.pop(item_id, None)
-        if downlink is None or item_id in self._dropped:
+        spoken = self._spoken.get(item_id)
+        if spoken is None or spoken.downlink is None or item_id in self._dropped:
             return
-        tail = downlink.flush()
+        tail = spoken.downlink.flush()
+        spoken.downlink = None
         if tail:
-            self.playout.push(
-                item_id, self._content_index[item_id], tail, self._model_ms[item_id]
-            )
+            self.playout.push(item_id, spoken.content_index, tail, spoken.model_ms)
         self.playout.end_item(item_id)
         self._pull(now)
 
@@ -299,18 +337,23 @@ class Call:
         heard: Heard | None = self.playout.clear(now)
         self.to_phone.append(ClearPlayback())
         audio_end_ms: int | None = None
-        if heard is not None and heard.item_id in self._model_ms:
-            sent = int(self._model_ms[heard.item_id])
+        spoken = self._spoken.get(heard.item_id) if heard is not None else None
+        if heard is not None and spoken is not None:
+            sent = int(spoken.model_ms)
             audio_end_ms = min(heard.ms, sent)
-            item_done = heard.item_id not in self._downlinks
+            item_done = spoken.downlink is None
             if audio_end_ms > 0 and not (item_done and audio_end_ms >= sent):
                 self.to_model.append(
                     rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
                 )
             self._drop(heard.item_id)
-        if self._response_id is not None and trigger != "model":
+        if self._response_id is not None and trigger != "model" and not (
+            self._response_audio_done
+        ):
             # With server VAD the model cancels its own response on speech_started;
-            # cancelling it ourselves then would race that. Otherwise we stop it here.
+            # cancelling it ourselves then would race that. A response whose audio is all
+            # here is finishing anyway: cancelling it would race its response.done and
+            # earn a "no active response" error. Otherwise we stop it here.
             self.to_model.append(rt.response_cancel(self._response_id))
         self._drop_response_items()
         barge = BargeIn(now, trigger, heard.item_id if heard else None, audio_end_ms, confirmed)
@@ -321,13 +364,17 @@ class Call:
         return barge
 
     def _drop_response_items(self) -> None:
+        """Everything of the response in flight is stale, including items not seen yet."""
         if self._response_id is not None:
+            self._stale.add(self._response_id)
             for item_id in self._response_items.get(self._response_id, ()):
                 self._drop(item_id)
 
     def _drop(self, item_id: str) -> None:
         self._dropped.add(item_id)
-        self._downlinks.pop(item_id, None)
+        spoken = self._spoken.get(item_id)
+        if spoken is not None:
+            spoken.downlink = None
         self.playout.drop_item(item_id)
 
     def _close(self, now: float, reason: str) -> None:

@@ -199,34 +199,59 @@ def load_agents(path: Path, base: Agent) -> tuple[tuple[Agent, ...], str]:
     return tuple(agents), default
 
 
-_AGENT_KEYS = {
-    "instructions", "voice", "greeting", "numbers", "turn_detection",
-    "local_barge_in", "barge_in_min_ms", "greeting_guard_ms",
+# Every key an agent may set: its type and, for numbers, the range it must fall in.
+_AGENT_FIELDS: dict[str, tuple[type, float, float]] = {
+    "instructions": (str, 0, 0),
+    "voice": (str, 0, 0),
+    "greeting": (str, 0, 0),
+    "local_barge_in": (bool, 0, 0),
+    "barge_in_min_ms": (int, 20, 5000),
+    "greeting_guard_ms": (int, 0, 60_000),
+}
+_TURN_FIELDS: dict[str, tuple[type, float, float]] = {
+    "threshold": (float, 0.0, 1.0),
+    "prefix_padding_ms": (int, 0, 5000),
+    "silence_duration_ms": (int, 50, 10_000),
 }
 
 
 def _agent_from_toml(name: str, spec: dict[str, Any], base: Agent, where: str) -> Agent:
-    unknown = set(spec) - _AGENT_KEYS
+    here = f"{where}: [agents.{name}]"
+    unknown = set(spec) - set(_AGENT_FIELDS) - {"numbers", "turn_detection"}
     if unknown:
-        raise ConfigError(f"{where}: [agents.{name}] has unknown keys {sorted(unknown)}")
-    td_spec = spec.get("turn_detection", {})
-    try:
-        turn = replace(base.turn_detection, **td_spec)
-        agent = replace(
-            base,
-            name=name,
-            **{k: v for k, v in spec.items() if k not in {"turn_detection", "numbers"}},
-            numbers=tuple(str(n) for n in spec.get("numbers", ())),
-            turn_detection=turn,
-        )
-    except TypeError as exc:
-        raise ConfigError(f"{where}: [agents.{name}]: {exc}") from exc
+        raise ConfigError(f"{here} has unknown keys {sorted(unknown)}")
+    fields = {k: _checked(here, k, v, _AGENT_FIELDS[k]) for k, v in spec.items()
+              if k in _AGENT_FIELDS}
+    numbers = spec.get("numbers", [])
+    if not isinstance(numbers, list) or not all(isinstance(n, str) and n for n in numbers):
+        raise ConfigError(f"{here} numbers must be a list of numbers or SIP users as text")
+    turn_spec = spec.get("turn_detection", {})
+    if not isinstance(turn_spec, dict):
+        raise ConfigError(f"{here} turn_detection must be a table")
+    unknown = set(turn_spec) - set(_TURN_FIELDS)
+    if unknown:
+        raise ConfigError(f"{here}.turn_detection has unknown keys {sorted(unknown)}")
+    turn = replace(base.turn_detection, **{
+        k: _checked(f"{here}.turn_detection", k, v, _TURN_FIELDS[k])
+        for k, v in turn_spec.items()
+    })
+    agent = replace(base, name=name, numbers=tuple(numbers), turn_detection=turn, **fields)
     if agent.voice not in VOICES:
-        raise ConfigError(f"{where}: [agents.{name}] voice {agent.voice!r} is not one of "
-                          f"{sorted(VOICES)}")
-    if not isinstance(agent.instructions, str) or not isinstance(agent.greeting, str):
-        raise ConfigError(f"{where}: [agents.{name}] instructions and greeting must be text")
+        raise ConfigError(f"{here} voice {agent.voice!r} is not one of {sorted(VOICES)}")
     return agent
+
+
+def _checked(here: str, key: str, value: object, rule: tuple[type, float, float]) -> Any:
+    kind, lo, hi = rule
+    # TOML integers are fine where a float is wanted; booleans are never numbers.
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{here} {key} must be {kind.__name__}, not {value!r}")
+    if kind in (int, float) and not lo <= value <= hi:  # type: ignore[operator]
+        raise ConfigError(f"{here} {key} = {value} is out of range [{lo:g}, {hi:g}]")
+    return value
 
 
 def _sip_user(uri: str) -> str:

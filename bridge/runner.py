@@ -84,6 +84,7 @@ class CallRunner:
         self.clock = clock
         self.model: ClientConnection | None = None
         self._wake = asyncio.Event()
+        self._sending = asyncio.Lock()
         self._clear_trigger: float | None = None
 
     async def run(self) -> Ending:
@@ -96,16 +97,16 @@ class CallRunner:
             logger.error("call %s: %s", call.call_sid, ending.reason)
             await self.leg.close(ending.reason, ending.code)
             return ending
-        call.model_connected(self.clock())
-        await self.flush()
-
-        tasks = {
-            asyncio.create_task(self._leg_reader(), name=f"leg {call.call_sid}"),
-            asyncio.create_task(self._model_reader(), name=f"model {call.call_sid}"),
-            asyncio.create_task(self._pacer(), name=f"pacer {call.call_sid}"),
-        }
+        tasks: set[asyncio.Task[Ending]] = set()
         ending = Ending("ended")
         try:
+            call.model_connected(self.clock())
+            await self.flush()
+            tasks = {
+                asyncio.create_task(self._leg_reader(), name=f"leg {call.call_sid}"),
+                asyncio.create_task(self._model_reader(), name=f"model {call.call_sid}"),
+                asyncio.create_task(self._pacer(), name=f"pacer {call.call_sid}"),
+            }
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = task.exception()
@@ -115,6 +116,9 @@ class CallRunner:
                     logger.error("call %s: %s", call.call_sid, ending.reason, exc_info=error)
                 else:
                     ending = task.result()
+        except Exception as error:  # the opening moves failed: still close both sides
+            ending = Ending(f"internal error: {type(error).__name__}: {error}", INTERNAL_ERROR)
+            logger.error("call %s: %s", call.call_sid, ending.reason, exc_info=error)
         finally:
             for task in tasks:
                 task.cancel()
@@ -128,23 +132,45 @@ class CallRunner:
         return ending
 
     async def flush(self) -> None:
-        """Send whatever the Call has queued: phone first, then the model."""
+        """Send whatever the Call has queued: phone first, then the model.
+
+        Three tasks flush; the lock keeps their sends from interleaving, so nothing
+        queued before a ``clear`` can reach the phone after it.
+        """
         call = self.call
-        if call.to_phone:
-            outs, call.to_phone = call.to_phone, []
-            await self.leg.send(outs)
-            if self._clear_trigger is not None and any(
-                isinstance(o, ClearPlayback) for o in outs
-            ):
-                self.metrics.clear.add((self.clock() - self._clear_trigger) * 1000)
-                self._clear_trigger = None
-            self._wake.set()
-        if call.to_model and self.model is not None:
-            events, call.to_model = call.to_model, []
-            for event in events:
-                await self.model.send(json.dumps(event, separators=(",", ":")))
+        async with self._sending:
+            if call.to_phone:
+                outs, call.to_phone = call.to_phone, []
+                await self.leg.send(outs)
+                if self._clear_trigger is not None and any(
+                    isinstance(o, ClearPlayback) for o in outs
+                ):
+                    self.metrics.clear.add((self.clock() - self._clear_trigger) * 1000)
+                    self._clear_trigger = None
+            if call.to_model and self.model is not None:
+                events, call.to_model = call.to_model, []
+                try:
+                    for event in events:
+                        await self.model.send(json.dumps(event, separators=(",", ":")))
+                except ConnectionClosed:
+                    pass  # the model reader sees the close and ends the call with its reason
+        # Whatever came in may have moved the next paced release earlier.
+        self._wake.set()
         if call.events:
             self._notify()
+
+    async def caller_audio(self, payload: bytes, now: float) -> None:
+        """Caller audio from the leg, in the leg's format, that arrived at ``now``."""
+        self.metrics.frames_in += 1
+        self._clear_trigger = now  # the local detector may turn it into a barge-in
+        self.call.phone_audio(payload, now)
+        await self.flush()
+        self.metrics.uplink.add((self.clock() - now) * 1000)
+
+    async def far_end_mark(self, name: str, now: float) -> None:
+        """The leg played up to mark ``name`` (or cleared it)."""
+        self.call.phone_mark(name, now)
+        await self.flush()
 
     def mark_trigger(self, t: float) -> None:
         """Remember when an input arrived that may trigger a barge-in (for the figures)."""

@@ -308,3 +308,67 @@ def test_stop_closes_the_call_and_stops_playout():
     assert pair.call.to_phone == [] or all(
         not isinstance(o, SendAudio) for o in pair.call.to_phone[-1:]
     )
+
+
+def test_no_cancel_for_a_response_whose_audio_is_all_here():
+    # Its response.done may already be on the way: a cancel would earn an error.
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    speak(pair, "resp_1", "item_1", 1000, done=False)
+    pair.model(rt.AudioDone("resp_1", "item_1", 0))
+    pair.run(0.3)
+    pair.call.interrupt(pair.now)
+    pair.deliver()
+    assert pair.clears == 1
+    assert pair.sent("response.cancel") == []
+    assert len(pair.sent("conversation.item.truncate")) == 1
+
+
+def test_barge_in_at_an_item_boundary_truncates_the_item_being_heard():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    speak(pair, "resp_1", "item_a", 80)
+    speak(pair, "resp_2", "item_b", 1000)
+    # 120 ms in: item_a (80 ms) has played, item_b has played 40 ms; no echo is back yet
+    # because the far end's echoes are held up.
+    pair.now = 0.12
+    pair.model(rt.SpeechStarted(100, "item_user"))
+    (truncate,) = pair.sent("conversation.item.truncate")
+    assert truncate["item_id"] == "item_b"
+    assert abs(truncate["audio_end_ms"] - 40) <= 20
+
+
+def test_audio_of_a_cancelled_response_is_never_played_even_items_announced_late():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    pair.model(rt.ResponseCreated("resp_1"))
+    pair.call.text_input("Actually, never mind.", pair.now)  # cancels resp_1
+    pair.deliver()
+    assert [e["response_id"] for e in pair.sent("response.cancel")] == ["resp_1"]
+    pair.model(rt.OutputItemAdded("resp_1", "item_late", "assistant", "message"))
+    pair.model(rt.AudioDelta("resp_1", "item_late", 0, tone(200)))
+    pair.run(0.5)
+    assert pair.far.played_ms("item_late") == 0
+
+
+def test_the_greeting_guard_starts_with_the_greetings_first_audio():
+    pair = Pair(Agent(local_barge_in=False, greeting_guard_ms=1000))
+    pair.call.model_connected(0.0)
+    pair.run(1.5)  # the real service takes a while to start speaking
+    speak(pair, "resp_g", "item_g", 3000)
+    pair.run(0.5)
+    pair.model(rt.SpeechStarted(1800, "item_user"))
+    assert pair.clears == 0  # still inside the guard, counted from first audio
+
+
+def test_per_call_state_stays_flat_over_a_long_call():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    for n in range(300):
+        speak(pair, f"resp_{n}", f"item_{n}", 40)
+        pair.run(0.06)
+        if n % 3 == 0:
+            pair.model(rt.SpeechStarted(0, "item_user"))
+    call = pair.call
+    assert len(call._spoken) <= 32 and len(call._dropped) <= 32 and len(call._stale) <= 32
+    assert len(call._response_items) <= 1

@@ -84,6 +84,13 @@ silence_duration_ms = 700
         "default = 'b'\n[agents.a]\n",
         "[agents.a]\nnumbers=['+1']\n[agents.b]\nnumbers=['+1']\n",
         "[agents.a]\n[agents.a.turn_detection]\nspeed = 3\n",
+        "[agents.a]\nnumbers = '+15550001000'\n",
+        "[agents.a]\nlocal_barge_in = 'no'\n",
+        "[agents.a]\nbarge_in_min_ms = -5\n",
+        "[agents.a]\ngreeting_guard_ms = '1500'\n",
+        "[agents.a]\n[agents.a.turn_detection]\nthreshold = 'high'\n",
+        "[agents.a]\n[agents.a.turn_detection]\nthreshold = 2\n",
+        "[agents.a]\ngreeting = 42\n",
         "not toml at all [",
     ],
 )

@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from bridge.config import Settings
 from bridge.phone import endpoint
 from bridge.sim import messages
 from bridge.sim.caller import simulate_call
@@ -367,5 +368,37 @@ def test_a_hundred_calls_in_a_row_leave_nothing_behind():
             assert len(os.listdir("/proc/self/fd")) <= fds0 + 2
             # 100 calls: a leak of even 50 KiB a call would show as 5 MiB.
             assert _rss_kib() - rss0 < 4 * 1024, _rss_kib() - rss0
+
+    asyncio.run(main())
+
+
+def test_streams_past_max_calls_are_refused():
+    async def main() -> None:
+        async with rig(Settings(max_calls=1)) as r:
+            b = r.bridge
+            # A second call's webhook is answered before the first call is live...
+            second_sid = "CA" + "3" * 32
+            url, params = await twiml_for(r, second_sid)
+            async with stream(r, 30) as first:
+                await first.media()
+                while not b.services.calls:
+                    await asyncio.sleep(0.01)
+                # ...so its stream, arriving now, is turned away.
+                headers = {"X-Twilio-Signature": sign(b.auth_token or "", url, {})}
+                async with connect(connect_url(url, b.base_url, b.public_url),
+                                   additional_headers=headers) as ws:
+                    await ws.send(messages.connected())
+                    await ws.send(messages.start(1, stream_sid="MZ" + "3" * 32,
+                                                 account_sid=ACCOUNT, call_sid=second_sid,
+                                                 custom_parameters=params))
+                    assert await closed_within(ws, 3.0) == 1013
+                # A new call at the webhook is answered busy.
+                twiml, _ = await post_voice_webhook(
+                    b.base_url, voice_params("CA" + "4" * 32, ACCOUNT, "+15550001111",
+                                             "+15550002222"),
+                    public_url=b.public_url, auth_token=b.auth_token)
+                assert '<Reject reason="busy"' in twiml
+                await first.stop()
+            assert b.services.metrics.calls_started == 1
 
     asyncio.run(main())

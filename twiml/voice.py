@@ -140,9 +140,9 @@ def make_voice_endpoint(
 
 
 def mask_number(number: str) -> str:
-    """``+15551231234`` → ``+1555***1234``; SIP URIs keep their host: ``sip:+1555***1234@…``.
+    """``+15551231234`` → ``***1234``; SIP URIs keep their host: ``sip:***1234@…``.
 
-    For logs only: enough to tell calls apart, not enough to dial.
+    For logs only: the last four digits tell calls apart and identify no one.
     """
     if not number:
         return "-"
@@ -154,9 +154,9 @@ def mask_number(number: str) -> str:
 
 
 def _mask(text: str) -> str:
-    if len(text) <= 8:
+    if len(text) <= 6:
         return "***"
-    return f"{text[:5]}***{text[-4:]}"
+    return f"***{text[-4:]}"
 
 
 def _clip(value: str, limit: int) -> str:

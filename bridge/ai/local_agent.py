@@ -39,7 +39,7 @@ PATH = "/v1/realtime"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-KEPT_SESSIONS = 1024
+KEPT_SESSIONS = 64
 
 class LocalAgentServer:
     """A running local agent.

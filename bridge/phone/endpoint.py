@@ -29,6 +29,7 @@ from twiml.security import check_stream_token, twilio_ws_signature_ok
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
+TRY_AGAIN_LATER = 1013
 LOGGED_BAD_FRAMES = 10
 
 
@@ -53,6 +54,11 @@ async def twilio_media(websocket: WebSocket) -> None:
     except SecurityError as exc:
         logger.warning("call %s: media stream refused: %s", start.call_sid, exc)
         await leg.close(f"refused: {exc}", code=POLICY_VIOLATION)
+        return
+    if services.at_capacity:
+        # The webhook refuses calls past MAX_CALLS; this catches streams that raced it.
+        logger.warning("call %s: media stream refused: at capacity", start.call_sid)
+        await leg.close("at capacity", code=TRY_AGAIN_LATER)
         return
     agent = settings.agent(params.get("agent", "")) or settings.agent_for(params.get("To"))
     now = time.monotonic()
@@ -110,7 +116,6 @@ class TwilioLeg:
             return None
 
     async def pump(self, call: Call, runner: CallRunner) -> Ending:
-        metrics = self.services.metrics
         clock = runner.clock
         while True:
             try:
@@ -128,14 +133,9 @@ class TwilioLeg:
                 continue
             match event:
                 case Media(payload=payload):
-                    metrics.frames_in += 1
-                    runner.mark_trigger(now)
-                    call.phone_audio(payload, now)
-                    await runner.flush()
-                    metrics.uplink.add((clock() - now) * 1000)
+                    await runner.caller_audio(payload, now)
                 case Mark(name=name):
-                    call.phone_mark(name, now)
-                    await runner.flush()
+                    await runner.far_end_mark(name, now)
                 case Dtmf(digit=digit):
                     call.phone_dtmf(digit, now)
                     await runner.flush()

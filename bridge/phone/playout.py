@@ -304,11 +304,16 @@ class Playout:
         """
         if not self._items:
             return None
+        # The item playing now is that of the latest chunk to have started: at an item
+        # boundary the next item may be playing before the last one's echoes are back.
         item = self._items[0]
         position_ms = item.played / self.bytes_per_ms
         for chunk in self._chunks:
-            if chunk.item is not item or now <= chunk.play_at:
+            if now <= chunk.play_at:
                 break
+            if chunk.item is not item:
+                item = chunk.item
+                position_ms = item.played / self.bytes_per_ms
             position_ms = max(position_ms, chunk.start / self.bytes_per_ms + min(
                 (now - chunk.play_at) * 1000.0, chunk.duration_ms
             ))

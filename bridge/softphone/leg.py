@@ -130,7 +130,6 @@ class SoftphoneLeg:
     # ------------------------------------------------------------------ the Leg protocol
 
     async def pump(self, call: Call, runner: CallRunner) -> Ending:
-        metrics = self.metrics
         clock = runner.clock
         self._last_activity = clock()
         if self._writer is None:
@@ -154,14 +153,9 @@ class SoftphoneLeg:
             t, event = self._inbox.popleft()
             match event:
                 case AudioIn(pcm=pcm):
-                    metrics.frames_in += 1
-                    runner.mark_trigger(t)
-                    call.phone_audio(pcm, t)
-                    await runner.flush()
-                    metrics.uplink.add((clock() - t) * 1000)
+                    await runner.caller_audio(pcm, t)
                 case MarkIn(name=name):
-                    call.phone_mark(name, t)
-                    await runner.flush()
+                    await runner.far_end_mark(name, t)
                 case TextIn(text=text):
                     self._last_activity = t
                     call.text_input(text, t)

@@ -91,6 +91,10 @@ def parse_connect(auth: object, query_string: str, settings: Settings) -> Connec
     """Check the token and pick the agent and rate; raise ``Refused`` with a reason."""
     params = _connect_fields(auth, query_string)
     expected = settings.softphone_token
+    if not expected and not settings.uses_local_agent:
+        # Without a token, anyone who finds the URL would talk to the model on our key.
+        raise Refused("disabled", "the softphone is off: set SOFTPHONE_TOKEN on the server "
+                                  "to use it with the OpenAI Realtime API")
     if expected:
         token = params.get("token", "")
         if not token:

@@ -80,9 +80,19 @@ def test_inbox_is_bounded_but_hangup_always_gets_through():
 
 
 class FakeRunner:
-    def __init__(self):
+    def __init__(self, call):
+        self.call = call
         self.flushes = 0
         self.triggers = []
+
+    async def caller_audio(self, pcm, now):
+        self.triggers.append(now)
+        self.call.phone_audio(pcm, now)
+        self.flushes += 1
+
+    async def far_end_mark(self, name, now):
+        self.call.phone_mark(name, now)
+        self.flushes += 1
 
     @staticmethod
     def clock():
@@ -125,7 +135,8 @@ def test_pump_feeds_the_call_in_order_and_ends_on_hangup():
     async def main():
         rec = Recorder()
         leg = make_leg(rec)
-        call, runner = FakeCall(), FakeRunner()
+        call = FakeCall()
+        runner = FakeRunner(call)
         for event in (AudioIn(b"\x01\x00"), MarkIn("1:a"), TextIn("hi"), ClearIn()):
             leg.offer(event)
         pump = asyncio.create_task(leg.pump(call, runner))
@@ -148,7 +159,8 @@ def test_idle_unless_someone_talks_or_the_agent_plays():
     async def main():
         rec = Recorder()
         leg = make_leg(rec, idle_timeout_s=0.2)
-        call, runner = FakeCall(), FakeRunner()
+        call = FakeCall()
+        runner = FakeRunner(call)
         pump = asyncio.create_task(leg.pump(call, runner))
         for _ in range(4):  # the agent is speaking: not idle
             await asyncio.sleep(0.1)
@@ -168,7 +180,8 @@ def test_browser_gone_means_no_more_emits():
     async def main():
         rec = Recorder()
         leg = make_leg(rec)
-        call, runner = FakeCall(), FakeRunner()
+        call = FakeCall()
+        runner = FakeRunner(call)
         pump = asyncio.create_task(leg.pump(call, runner))
         leg.disconnected("transport close")
         assert (await asyncio.wait_for(pump, 1)).reason == (
@@ -184,7 +197,8 @@ def test_transcripts_and_readiness_reach_the_page():
     async def main():
         rec = Recorder()
         leg = make_leg(rec)
-        call, runner = FakeCall(), FakeRunner()
+        call = FakeCall()
+        runner = FakeRunner(call)
 
         class AgentStub:
             name = "front"

@@ -50,6 +50,15 @@ def test_connect_refusals():
     assert refused(None, "sample_rate=8000") == "bad_sample_rate"
 
 
+def test_with_a_real_api_key_the_softphone_needs_a_token():
+    keyed = SETTINGS.with_(openai_api_key="sk-test")
+    assert refused(None, settings=keyed) == "disabled"
+    params = parse_connect({"token": "t"}, "", keyed.with_(softphone_token="t"))
+    assert params.agent.name == "front"
+    # Keyless (the local agent): open for local development.
+    assert parse_connect(None, "", SETTINGS).agent.name == "front"
+
+
 def test_token():
     settings = SETTINGS.with_(softphone_token="s3cret")
     assert refused(None, settings=settings) == "unauthorized"

@@ -212,7 +212,7 @@ def test_phone_numbers_are_masked_in_logs(caplog):
         assert client.post("/twilio/voice", data=FORM, headers=sign(FORM)).status_code == 200
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("twiml")]
     assert any(CALL in m for m in messages)
-    assert any("+1555***1234" in m for m in messages)
+    assert any("***1234" in m for m in messages)
     for text in messages:
         assert CALLER not in text and CALLED not in text
 
@@ -304,8 +304,8 @@ def test_voice_twiml_refuses_bad_parameters(parameters):
 
 
 def test_mask_number():
-    assert mask_number("+15551231234") == "+1555***1234"
-    assert mask_number("sip:+15551231234@trunk.example.com") == "sip:+1555***1234@trunk.example.com"
+    assert mask_number("+15551231234") == "***1234"
+    assert mask_number("sip:+15551231234@trunk.example.com") == "sip:***1234@trunk.example.com"
     assert mask_number("sip:bob@pbx.example.com") == "sip:***@pbx.example.com"
     assert mask_number("") == "-"
-    assert mask_number("266696687") == "26669***6687"
+    assert mask_number("266696687") == "***6687"
