@@ -1,0 +1,400 @@
+"""``python -m bridge.bench.load CONFIG_JSON``: many lean Twilio callers in one process.
+
+A caller does what ``bridge.sim.caller.simulate_call`` does on the wire (signed voice
+webhook, TwiML, signed media handshake, ``connected``/``start``, 20 ms μ-law frames at the
+real-time pace, mark echoes, ``stop``), reusing the simulator's builders and its strict
+``parse_outbound``, but keeps no audio and no timeline, so hundreds fit on one core:
+media frames are pre-encoded once and formatted, and the far end is reduced to a clock.
+
+What a caller measures (``ClientStats``, reset when the parent opens the window):
+
+* downlink underruns: the far end ran dry *inside* an assistant item, i.e. a chunk of
+  the same item (known from the mark that follows it) arrived after the previous audio
+  had finished playing. Each such gap is counted, and so are the 20 ms frames of silence
+  it put into the agent's speech (``late_frames``). ``headroom`` is how much audio the
+  far end still had queued when a mid-item chunk arrived: how close it came to a gap.
+* its own pacing: how late each caller frame left this process (``send_lag``); frames
+  more than 20 ms late are the generator's fault, not the bridge's (``send_late``).
+* clears, marks, messages Twilio would reject, this process's event-loop lag.
+* calls that could not be set up, and calls the server closed before the caller hung up.
+
+Line protocol with the parent (``bridge.bench.main``): prints ``{"event": "live"}`` once
+every call is streaming (or failed); reads ``window`` (reset the figures) and ``stop``
+(freeze them, hang up every call, print ``{"event": "result", ...}`` and exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import math
+import random
+import sys
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from bridge.audio.resample import resample_offline
+from bridge.bench.server import pin
+from bridge.metrics import Histogram
+from bridge.sim import messages
+from bridge.sim.caller import FRAME_BYTES, FRAME_S, load_caller_audio, new_sid
+from bridge.sim.errors import StreamRejected, TwilioWouldReject, WebhookRejected
+from bridge.sim.far_end import OutClear, OutMark, OutMedia, parse_outbound
+from bridge.sim.result import RATE, item_of_mark
+from bridge.sim.ulaw import ulaw_encode
+from bridge.sim.webhook import (
+    VOICE_PATH,
+    connect_url,
+    parse_twiml,
+    post_voice_webhook,
+    sign,
+    voice_params,
+)
+
+GAP_TOLERANCE_S = 0.0005
+BURST_S = 0.002
+LAG_TICK_S = 0.01
+# The exact text ``messages.media`` builds, with the base64 payload encoded once per frame.
+MEDIA = ('{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+         '"timestamp":"%d","payload":"%s"},"streamSid":"%s"}')
+
+
+def media_text(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, b64: str) -> str:
+    return MEDIA % (seq, chunk, timestamp_ms, b64, stream_sid)
+
+
+def caller_frames(wav: Path, pause_s: float = 1.0, *, codec: str = "mulaw") -> list[str]:
+    """The caller's audio (plus a pause) as base64 20 ms frames, to be looped.
+
+    ``codec`` "mulaw": what Twilio sends (160 bytes of μ-law 8 kHz per frame). "pcm24":
+    the same speech already in the model's format (960 bytes of PCM16LE 24 kHz), for the
+    relay baseline, so the agent hears speech and answers although nothing is converted.
+    """
+    pcm = load_caller_audio(wav)
+    pcm = np.concatenate([pcm, np.zeros(int(pause_s * RATE), np.int16)])
+    pcm = pcm[: len(pcm) // FRAME_BYTES * FRAME_BYTES]
+    if codec == "pcm24":
+        wire = resample_offline(pcm, RATE, 24000).astype("<i2").tobytes()
+        size = FRAME_BYTES * 3 * 2
+    else:
+        wire, size = ulaw_encode(pcm), FRAME_BYTES
+    return [binascii.b2a_base64(wire[i : i + size], newline=False).decode()
+            for i in range(0, len(wire) - size + 1, size)]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def hist_dump(h: Histogram) -> dict[str, Any]:
+    return {"counts": h.counts, "n": h.n, "total": h.total, "max": h.max}
+
+
+def hist_load(d: dict[str, Any]) -> Histogram:
+    return Histogram(list(d["counts"]), d["n"], d["total"], d["max"])
+
+
+def hist_merge(hs: list[Histogram]) -> Histogram:
+    out = Histogram()
+    for h in hs:
+        out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
+        out.n += h.n
+        out.total += h.total
+        out.max = max(out.max, h.max)
+    return out
+
+
+@dataclass
+class ClientStats:
+    frames_sent: int = 0
+    send_late: int = 0
+    media_in: int = 0
+    marks_in: int = 0
+    marks_echoed: int = 0
+    clears: int = 0
+    underruns: int = 0
+    late_frames: int = 0
+    violations: int = 0
+    send_lag: Histogram = field(default_factory=Histogram)
+    headroom: Histogram = field(default_factory=Histogram)
+    loop_lag: Histogram = field(default_factory=Histogram)
+
+    def dump(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("send_lag", "headroom", "loop_lag"):
+            out[key] = hist_dump(getattr(self, key))
+        return out
+
+
+class Group:
+    """What the callers of one process share: the figures and the stop signal."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.stats = ClientStats()
+        self.stopping = False
+        self.streaming = 0
+        self.setup_failed = 0
+        self.closed_by_server = 0
+        self.failures: list[str] = []
+        self.all_started = asyncio.Event()
+
+    def started(self, ok: bool, why: str = "") -> None:
+        if ok:
+            self.streaming += 1
+        else:
+            self.setup_failed += 1
+            if len(self.failures) < 5:
+                self.failures.append(why)
+        if self.streaming + self.setup_failed >= self.calls:
+            self.all_started.set()
+
+
+class FarEndClock:
+    """Twilio's outbound playback reduced to a clock: when the queued audio runs out,
+    when each queued mark is reached, and whether a chunk arrived after a gap mid-item."""
+
+    __slots__ = ("_gap", "_headroom", "_last_media", "free_at", "last_item", "marks")
+
+    def __init__(self) -> None:
+        self.free_at = -math.inf
+        self._last_media = -math.inf
+        self.marks: deque[tuple[float, str]] = deque()
+        self.last_item: str | None = None
+        self._gap = 0.0
+        self._headroom: float | None = None
+
+    def media(self, size: int, now: float) -> None:
+        if self.free_at >= now:
+            # Headroom is what was left when the bridge sent more: chunks sent in one burst
+            # with the previous one (a new utterance's first 160 ms) say nothing about it.
+            burst = now - self._last_media < BURST_S
+            self._gap, self._headroom = 0.0, None if burst else self.free_at - now
+        else:
+            self._gap, self._headroom = now - self.free_at, 0.0
+        self._last_media = now
+        self.free_at = max(now, self.free_at) + size / RATE
+
+    def mark(self, name: str, stats: ClientStats) -> None:
+        item = item_of_mark(name)
+        if item == self.last_item:
+            if self._headroom is not None:
+                stats.headroom.add(self._headroom * 1000)
+            if self._gap > GAP_TOLERANCE_S:
+                stats.underruns += 1
+                stats.late_frames += math.ceil(self._gap / FRAME_S)
+        self.last_item = item
+        self._headroom, self._gap = None, 0.0
+        self.marks.append((self.free_at, name))
+
+    def due_marks(self, now: float) -> list[str]:
+        out = []
+        while self.marks and self.marks[0][0] <= now:
+            out.append(self.marks.popleft()[1])
+        return out
+
+    def clear(self, now: float) -> list[str]:
+        names = [name for _, name in self.marks]
+        self.marks.clear()
+        self.free_at = now
+        self.last_item = None
+        self._headroom, self._gap = None, 0.0
+        return names
+
+
+# --------------------------------------------------------------------------- one caller
+
+
+class LeanCaller:
+    def __init__(self, group: Group, frames: list[str], offset: int) -> None:
+        self.group = group
+        self.frames = frames
+        self.offset = offset
+        self.call_sid = new_sid("CA")
+        self.account_sid = new_sid("AC")
+        self.stream_sid = new_sid("MZ")
+        self.far = FarEndClock()
+        self.seq = 0
+        self.hanging_up = False
+        self.closed = False
+
+    async def run(self, cfg: dict[str, Any]) -> None:
+        try:
+            ws = await self._setup(cfg)
+        except (WebhookRejected, StreamRejected, OSError) as exc:
+            self.group.started(False, f"{type(exc).__name__}: {exc}")
+            return
+        async with ws:
+            await self._stream(ws)
+
+    async def _setup(self, cfg: dict[str, Any]) -> ClientConnection:
+        base_url, public_url, token = cfg["base_url"], cfg["public_url"], cfg["auth_token"]
+        params = voice_params(self.call_sid, self.account_sid, "+15550001111", "+15550002222")
+        twiml, _ = await post_voice_webhook(base_url, params, public_url=public_url,
+                                            auth_token=token, timeout=30.0)
+        target = parse_twiml(twiml, request_url=public_url + VOICE_PATH, require_wss=False)
+        self.parameters = target.parameters
+        headers = {"User-Agent": "Twilio.TmeWs/1.0"}
+        if token:
+            headers["X-Twilio-Signature"] = sign(token, target.url, {})
+        try:
+            return await connect(connect_url(target.url, base_url, public_url),
+                                 additional_headers=headers, compression=None, proxy=None,
+                                 ping_interval=None, max_size=4 * 2**20, close_timeout=2.0,
+                                 user_agent_header=None)
+        except InvalidStatus as exc:
+            raise StreamRejected(f"media handshake refused: {exc.response.status_code}") from exc
+        except (InvalidHandshake, TimeoutError) as exc:
+            raise StreamRejected(f"media handshake failed: {exc!r}") from exc
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def _stream(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        group = self.group
+        sid = self.stream_sid
+        await ws.send(messages.connected())
+        await ws.send(messages.start(self._next_seq(), stream_sid=sid,
+                                     account_sid=self.account_sid, call_sid=self.call_sid,
+                                     custom_parameters=self.parameters))
+        t0 = loop.time()
+        group.started(True)
+        receiver = asyncio.create_task(self._receive(ws))
+        frames, n_frames, k = self.frames, len(self.frames), 0
+        try:
+            while not group.stopping and not self.closed:
+                now = loop.time()
+                while t0 + (k + 1) * FRAME_S <= now + 1e-4:
+                    stats = group.stats
+                    lag = now - (t0 + (k + 1) * FRAME_S)
+                    stats.send_lag.add(max(lag, 0.0) * 1000)
+                    if lag > FRAME_S:
+                        stats.send_late += 1
+                    b64 = frames[(self.offset + k) % n_frames]
+                    await ws.send(media_text(self._next_seq(), sid, k + 1, k * 20, b64))
+                    stats.frames_sent += 1
+                    k += 1
+                for name in self.far.due_marks(now):
+                    await self._echo(ws, name)
+                await asyncio.sleep(max(0.0, t0 + (k + 1) * FRAME_S - loop.time()))
+            if not self.closed:
+                self.hanging_up = True
+                await ws.send(messages.stop(self._next_seq(), stream_sid=sid,
+                                            account_sid=self.account_sid,
+                                            call_sid=self.call_sid))
+                await ws.close(1000)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hanging_up = True
+            await receiver
+
+    async def _echo(self, ws: ClientConnection, name: str) -> None:
+        await ws.send(messages.mark(self._next_seq(), stream_sid=self.stream_sid, name=name))
+        self.group.stats.marks_echoed += 1
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        far, group = self.far, self.group
+        try:
+            async for message in ws:
+                now = loop.time()
+                if self.hanging_up:
+                    continue
+                stats = group.stats
+                try:
+                    command = parse_outbound(message, self.stream_sid)
+                except TwilioWouldReject:
+                    stats.violations += 1
+                    continue
+                if type(command) is OutMedia:
+                    stats.media_in += 1
+                    far.media(len(command.payload), now)
+                elif type(command) is OutMark:
+                    stats.marks_in += 1
+                    far.mark(command.name, stats)
+                elif type(command) is OutClear:
+                    stats.clears += 1
+                    for name in far.clear(now):
+                        await self._echo(ws, name)
+        except ConnectionClosed:
+            pass
+        finally:
+            if not self.hanging_up and not group.stopping:
+                group.closed_by_server += 1
+            self.closed = True
+
+
+# --------------------------------------------------------------------------- the process
+
+
+async def _watch_loop(group: Group) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LAG_TICK_S
+        await asyncio.sleep(LAG_TICK_S)
+        group.stats.loop_lag.add(max(0.0, loop.time() - due) * 1000)
+
+
+def _commands(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+    loop.call_soon_threadsafe(queue.put_nowait, "stop")
+
+
+def _say(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def run(cfg: dict[str, Any]) -> int:
+    loop = asyncio.get_running_loop()
+    n = int(cfg["calls"])
+    group = Group(n)
+    if n == 0:
+        group.all_started.set()
+    frames = caller_frames(Path(cfg["caller_wav"]), codec=cfg.get("codec", "mulaw"))
+    rng = random.Random(cfg.get("seed", 0))
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    threading.Thread(target=_commands, args=(loop, commands), daemon=True).start()
+    watcher = asyncio.create_task(_watch_loop(group))
+    tasks = []
+    for _ in range(n):
+        caller = LeanCaller(group, frames, rng.randrange(len(frames)))
+        tasks.append(asyncio.create_task(caller.run(cfg)))
+        await asyncio.sleep(float(cfg.get("stagger_s", 0.02)))
+    await group.all_started.wait()
+    _say({"event": "live", "streaming": group.streaming, "setup_failed": group.setup_failed})
+    while (command := await commands.get()) != "stop":
+        if command == "window":
+            group.stats = ClientStats()
+    result = group.stats
+    group.stats = ClientStats()  # hang-up traffic is not counted
+    group.stopping = True
+    if tasks:
+        await asyncio.wait(tasks, timeout=15.0)
+    watcher.cancel()
+    _say({"event": "result", "stats": result.dump(), "calls": n, "streaming": group.streaming,
+          "setup_failed": group.setup_failed, "closed_by_server": group.closed_by_server,
+          "failures": group.failures})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    cfg = json.loads(args[0])
+    pin(cfg.get("cpu"))
+    return asyncio.run(run(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""``bridge bench``: ramp concurrent simulated calls, measure, compare with a minimal relay.
+
+    bridge bench                         1, 10, 50, 100, 200 calls, 20 s each (7-9 min)
+    bridge bench --steps 1,10,100 --duration 30 --ceiling 800 --json out/bench.json
+    bridge bench --quick                 1 and 2 calls, a few seconds (what the tests run)
+
+Processes: the bridge and the minimal relay (``bridge.bench.relay``) each in their own
+process pinned to CPU 0; the local agent and the load generator pinned to CPU 1. For each
+step N: N callers start (staggered), the server's histograms are reset once all stream,
+the figures are taken over ``--duration`` seconds, then every caller hangs up. The same
+step runs against the relay straight after. The ramp stops after the first step where a
+bridge call heard a gap, sent a late frame, or ended abnormally, or at ``--ceiling``.
+
+Then: a cProfile of the bridge at the highest clean N, and PESQ of both audio directions.
+Figures and their exact definitions: ``bridge.bench.figures`` and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import queue
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.bench import figures, report
+from bridge.bench.profiling import render as render_profile
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+DEFAULT_STEPS = (1, 10, 50, 100, 200)
+
+
+@dataclass
+class Proc:
+    """A child process that speaks one JSON object per stdout line."""
+
+    name: str
+    popen: subprocess.Popen[str]
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def spawn(cls, name: str, args: list[str], env: dict[str, str] | None = None,
+              stdin: bool = False) -> Proc:
+        popen = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
+        proc = cls(name, popen)
+        threading.Thread(target=proc._pump, daemon=True).start()
+        return proc
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def expect(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"{self.name}: no answer within {timeout:.0f} s") from None
+            if line is None:
+                raise RuntimeError(f"{self.name} exited (code {self.popen.wait()})")
+            with contextlib.suppress(ValueError):
+                message: dict[str, Any] = json.loads(line)
+                return message
+
+    def tell(self, command: str) -> None:
+        assert self.popen.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.popen.stdin.write(command + "\n")
+            self.popen.stdin.flush()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the bench dies, so no server outlives a run."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used since boot (``/proc/stat``)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return math.nan
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (0.0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    """A server under test: the bridge or the relay."""
+
+    kind: str
+    proc: Proc
+    base_url: str
+    auth_token: str | None
+    rss_base_kib: int = 0
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(self.base_url + path, method=method,
+                                         data=b"" if method == "POST" else None)
+        with _NO_PROXY.open(request, timeout=60.0) as response:
+            body: dict[str, Any] = json.loads(response.read())
+        return body
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/bench/stats")
+
+    def post(self, path: str) -> dict[str, Any]:
+        return self._call("POST", path)
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.stats()["metrics"]["calls_active"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cpus = _cpus(args)
+        self.procs: list[Proc] = []
+        self.agent: Proc | None = None
+
+    # ------------------------------------------------------------------ processes
+
+    def _module(self, module: str, *extra: str, env: dict[str, str] | None = None,
+                stdin: bool = False) -> Proc:
+        proc = Proc.spawn(module.rsplit(".", 1)[1], ["-m", module, *extra], env, stdin)
+        self.procs.append(proc)
+        return proc
+
+    def start_agent(self) -> str:
+        extra = ["--cpu", str(self.cpus[1])] if self.cpus else []
+        self.agent = self._module("bridge.bench.agent", *extra)
+        self.agent.info = self.agent.expect(30)
+        return str(self.agent.info["url"])
+
+    def start_server(self, kind: str, model_url: str) -> Target:
+        token = secrets.token_hex(16) if kind == "bridge" else None
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PUBLIC_URL", "AGENTS_FILE", "HOST", "PORT")}
+        env.update(OPENAI_API_KEY="local-bench", OPENAI_REALTIME_URL=model_url,
+                   LOG_LEVEL="WARNING", MAX_CALLS=str(max(1000, 2 * max(self.steps()))))
+        if token:
+            env["TWILIO_AUTH_TOKEN"] = token
+        else:
+            env.pop("TWILIO_AUTH_TOKEN", None)
+        extra = ["--cpu", str(self.cpus[0])] if self.cpus else []
+        proc = self._module("bridge.bench.server", "--kind", kind, "--model-url", model_url,
+                            *extra, env=env)
+        proc.info = proc.expect(60)
+        return Target(kind, proc, f"http://127.0.0.1:{proc.info['port']}", token)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    # ------------------------------------------------------------------ steps
+
+    def steps(self) -> list[int]:
+        a = self.args
+        steps = sorted(set(a.steps))
+        if a.ceiling:
+            steps = [n for n in steps if n <= a.ceiling]
+            while steps and steps[-1] * 2 <= a.ceiling:
+                steps.append(steps[-1] * 2)
+            if not steps or steps[-1] < a.ceiling:
+                steps.append(a.ceiling)
+        return steps
+
+    def run_step(self, target: Target, n: int, duration: float,
+                 profile: bool = False) -> dict[str, Any]:
+        a = self.args
+        per_proc = _split(n, a.load_procs)
+        loads = []
+        for i, calls in enumerate(per_proc):
+            cfg = {"base_url": target.base_url, "public_url": target.base_url,
+                   "auth_token": target.auth_token, "calls": calls,
+                   "stagger_s": len(per_proc) / a.ramp_rate, "seed": n * 100 + i,
+                   "caller_wav": str(a.caller),
+                   "codec": "pcm24" if target.kind == "relay" else "mulaw",
+                   "cpu": self.cpus[1] if self.cpus else None}
+            loads.append(self._module("bridge.bench.load", json.dumps(cfg), stdin=True))
+        try:
+            lives = [p.expect(60 + n / a.ramp_rate * 2) for p in loads]
+            time.sleep(a.settle)
+            side_pids = [p.pid for p in loads] + ([self.agent.pid] if self.agent else [])
+            ours = [p.pid for p in self.procs if p not in loads and p is not self.agent]
+            start = target.post("/bench/reset")
+            side_a = sum(proc_cpu_s(pid) for pid in side_pids)
+            ours_a = sum(proc_cpu_s(pid) for pid in ours) + time.process_time()
+            busy_a = machine_busy_s()
+            for p in loads:
+                p.tell("window")
+            if profile:
+                target.post("/bench/profile/start")
+            time.sleep(duration)
+            prof = target.post("/bench/profile/stop") if profile else None
+            end = target.stats()
+            side_b = sum(proc_cpu_s(pid) for pid in side_pids)
+            ours_b = sum(proc_cpu_s(pid) for pid in ours) + time.process_time()
+            busy_b = machine_busy_s()
+            for p in loads:
+                p.tell("stop")
+            results = [p.expect(60) for p in loads]
+        finally:
+            for p in loads:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.popen.wait(30)
+                p.stop()
+                self.procs.remove(p)
+        target.wait_idle()
+        step = figures.step(target.kind, n, start, end, lives, results,
+                            side_cpu_s=side_b - side_a, rss_base_kib=target.rss_base_kib,
+                            after=target.stats(),
+                            foreign_cpu_s=max(0.0, (busy_b - busy_a) - (side_b - side_a)
+                                              - (ours_b - ours_a)))
+        if prof is not None:
+            step["profile"] = prof
+        return step
+
+    def _run_row(self, n: int, targets: list[Target]) -> dict[str, Any]:
+        a = self.args
+        row: dict[str, Any] = {"calls": n}
+        for t in targets:
+            row[t.kind] = self.run_step(t, n, a.duration)
+            _log(report.progress_line(row[t.kind]))
+            for _ in range(a.retries):
+                noisy = row[t.kind]["other_processes_cpu_load"] > figures.FOREIGN_BUSY
+                if row[t.kind]["clean"] or not noisy:
+                    break
+                _log("  other processes were busy meanwhile: running the step again")
+                row[t.kind] = self.run_step(t, n, a.duration)
+                _log(report.progress_line(row[t.kind]))
+        figures.add_ratios(row)
+        return row
+
+    def _refine(self, rows: list[dict[str, Any]], targets: list[Target]) -> list[dict[str, Any]]:
+        """Bisect between the last clean step and the first failing one, ``--refine`` times."""
+        for _ in range(self.args.refine):
+            clean = [r["calls"] for r in rows if r["bridge"]["clean"]]
+            failed = [r["calls"] for r in rows if not r["bridge"]["clean"]]
+            if not clean or not failed:
+                break
+            lo, hi = max(clean), min(failed)
+            mid = (lo + hi) // 2
+            if mid in (lo, hi) or hi - lo < 10:
+                break
+            _log(f"refining between {lo} and {hi} calls: {mid}")
+            rows = sorted([*rows, self._run_row(mid, targets)], key=lambda r: r["calls"])
+        return rows
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> dict[str, Any]:
+        a = self.args
+        out: dict[str, Any] = {"machine": _machine(self.cpus), "config": _config(a, self.steps())}
+        _log(f"bridge bench: steps {self.steps()} calls, {a.duration:g} s each, server on "
+             f"CPU {self.cpus[0] if self.cpus else 'any'}, agent and callers on CPU "
+             f"{self.cpus[1] if self.cpus else 'any'}")
+        model_url = self.start_agent()
+        targets = [self.start_server("bridge", model_url)]
+        if not a.no_baseline:
+            targets.append(self.start_server("relay", model_url))
+        for t in targets:  # lazy imports and first-call caches, before the memory baseline
+            self.run_step(t, 1, min(2.0, a.duration))
+            t.rss_base_kib = int(t.stats()["metrics"]["rss_kib"])
+        rows: list[dict[str, Any]] = []
+        for n in self.steps():
+            row = self._run_row(n, targets)
+            rows.append(row)
+            if not row["bridge"]["clean"]:
+                _log(f"  {n} calls: not clean ({row['bridge']['verdict']}); ramp stops here")
+                break
+        rows = self._refine(rows, targets)
+        out["steps"] = rows
+        out["summary"] = figures.summary(rows)
+        if not a.no_profile:
+            n = out["summary"]["sustained_calls"] or 1
+            _log(f"profiling the bridge at {n} calls for {a.profile_duration:g} s (cProfile)")
+            prof_step = self.run_step(targets[0], n, a.profile_duration, profile=True)
+            out["profile"] = {"calls": n, "seconds": a.profile_duration,
+                              **prof_step.pop("profile")}
+        if not a.no_quality:
+            from bridge.bench.quality import measure
+
+            _log("PESQ of both audio directions")
+            out["quality"] = measure(FIXTURES)
+        out["targets"] = figures.targets(out)
+        return out
+
+
+def _split(n: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, n)) if n else 1
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def _cpus(args: argparse.Namespace) -> tuple[int, int] | None:
+    if args.no_pin or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return (cpus[0], cpus[1])
+
+
+def _machine(cpus: tuple[int, int] | None) -> dict[str, Any]:
+    model = platform.processor() or ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "platform": platform.platform(),
+            "pinned": {"server": cpus[0], "agent_and_callers": cpus[1]} if cpus else None}
+
+
+def _config(a: argparse.Namespace, steps: list[int]) -> dict[str, Any]:
+    return {"steps": steps, "duration_s": a.duration, "settle_s": a.settle,
+            "ramp_rate_calls_per_s": a.ramp_rate, "load_processes": a.load_procs,
+            "caller": Path(a.caller).name, "baseline": not a.no_baseline,
+            "retries_on_noise": a.retries, "refine": a.refine}
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("steps must be positive integers")
+    return values
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bridge bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=_int_list, default=list(DEFAULT_STEPS),
+                   help="concurrent calls per step (default: %(default)s)")
+    p.add_argument("--ceiling", type=int, default=None,
+                   help="keep doubling past the last step up to this many calls")
+    p.add_argument("--duration", type=float, default=20.0,
+                   help="seconds measured per step, once every call streams (default: 20)")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="seconds between the last call starting and the window (default: 1)")
+    p.add_argument("--ramp-rate", type=float, default=50.0,
+                   help="calls started per second (default: 50)")
+    p.add_argument("--refine", type=int, default=1,
+                   help="extra steps bisecting between the last clean and the first failing "
+                   "step (default: 1)")
+    p.add_argument("--retries", type=int, default=1,
+                   help="run a step again when it was not clean while other processes on "
+                   "the machine were busy (default: 1)")
+    p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--caller", type=Path, default=FIXTURES / "caller-barge-in.wav",
+                   help="8 kHz mono WAV every caller plays, looped (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=Path("out/bench.json"),
+                   help="where to write every figure (default: %(default)s)")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="also write the result tables as Markdown (for the README)")
+    p.add_argument("--profile-duration", type=float, default=10.0,
+                   help="seconds of cProfile at the highest clean step (default: 10)")
+    p.add_argument("--no-profile", action="store_true", help="skip the profile")
+    p.add_argument("--no-baseline", action="store_true", help="skip the minimal relay")
+    p.add_argument("--no-quality", action="store_true", help="skip the PESQ figures")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--quick", action="store_true",
+                   help="1 and 2 calls for a few seconds: checks the bench works, not speed")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.duration, args.settle = [1, 2], 3.0, 0.5
+        args.ceiling, args.profile_duration, args.ramp_rate = None, 2.0, 20.0
+        args.refine = 0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    bench = Bench(args)
+    try:
+        result = bench.run()
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+    finally:
+        bench.close()
+    print(report.render_text(result))
+    if "profile" in result:
+        print("\nWhere the bridge's CPU goes at "
+              f"{result['profile']['calls']} calls:\n" + render_profile(result["profile"]))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report.jsonable(result), indent=1) + "\n")
+    print(f"\nAll figures: {args.json}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(report.render_markdown(result))
+        print(f"Markdown tables: {args.markdown}")
+    return 0
+
