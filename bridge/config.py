@@ -26,6 +26,7 @@ DEFAULT_INSTRUCTIONS = (
     "speak naturally, and ask one question at a time."
 )
 DEFAULT_GREETING = "Hello! How can I help you today?"
+DEFAULT_UNAVAILABLE = "Sorry, the assistant is not available right now. Please call again later."
 # Voices the GA Realtime API accepts for audio output.
 VOICES = frozenset(
     {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
@@ -75,6 +76,8 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     max_calls: int = 500
     shutdown_drain_s: float = 30.0
+    # Said to a caller whose stream the bridge ends (model down, session at its limit).
+    unavailable_message: str = DEFAULT_UNAVAILABLE
     log_level: str = "INFO"
     agents: tuple[Agent, ...] = (Agent(),)
     default_agent: str = "default"
@@ -154,6 +157,7 @@ class Settings:
             max_message_bytes=get.integer("MAX_MESSAGE_BYTES", 64 * 1024, lo=1024, hi=16 << 20),
             max_calls=get.integer("MAX_CALLS", 500, lo=1, hi=100_000),
             shutdown_drain_s=get.number("SHUTDOWN_DRAIN_S", 30.0, lo=0, hi=3600),
+            unavailable_message=env.get("UNAVAILABLE_MESSAGE", DEFAULT_UNAVAILABLE).strip(),
             log_level=get.choice("LOG_LEVEL", {"DEBUG", "INFO", "WARNING", "ERROR"}) or "INFO",
             agents=agents,
             default_agent=default_name,

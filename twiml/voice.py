@@ -51,8 +51,14 @@ _CALL_SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def voice_twiml(*, stream_url: str, parameters: dict[str, str]) -> str:
+def voice_twiml(
+    *, stream_url: str, parameters: dict[str, str], fallback: str | None = None
+) -> str:
     """``<Response><Connect><Stream url=…><Parameter …/>…</Stream></Connect></Response>``.
+
+    Twilio goes on to the verbs after ``<Connect>`` when the bridge ends the stream while
+    the caller is still on the line (the model failed or its session hit its maximum
+    length): ``fallback``, if given, is said then, instead of a silent hang-up.
 
     Raises ``ValueError`` for a stream URL that is not ws(s) or carries a query string,
     and for a parameter that XML cannot carry or that is too long.
@@ -75,6 +81,8 @@ def voice_twiml(*, stream_url: str, parameters: dict[str, str]) -> str:
         stream.parameter(name=name, value=value)
     connect.append(stream)
     response.append(connect)
+    if fallback:
+        response.say(_clip(fallback, 4000))
     return str(response)
 
 
@@ -133,7 +141,9 @@ def make_voice_endpoint(
             mask_number(called), agent.name,
         )
         return Response(
-            voice_twiml(stream_url=stream_url, parameters=parameters), media_type="text/xml"
+            voice_twiml(stream_url=stream_url, parameters=parameters,
+                        fallback=settings.unavailable_message),
+            media_type="text/xml"
         )
 
     return voice

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 import json
 import logging
 import os
@@ -39,7 +40,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="uvicorn websocket implementation (default: what serve uses)")
     args = parser.parse_args(argv)
     pin(args.cpu)
-    return asyncio.run(serve(args.kind, args.model_url, ws=args.ws))
+    # The event loop `bridge serve` gets from uvicorn: uvloop where it is installed.
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve(args.kind, args.model_url, ws=args.ws))
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:

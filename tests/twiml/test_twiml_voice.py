@@ -55,8 +55,10 @@ def sign(params: dict[str, str], url: str = VOICE_URL, token: str = AUTH) -> dic
 def parse_twiml(text: str) -> tuple[str, dict[str, str]]:
     root = ET.fromstring(text)
     assert root.tag == "Response"
-    (connect,) = list(root)
+    connect, *after = list(root)
     assert connect.tag == "Connect"
+    # Only a spoken fallback may follow: Twilio says it if the bridge ends the stream.
+    assert [e.tag for e in after] in ([], ["Say"])
     (stream,) = list(connect)
     assert stream.tag == "Stream"
     parameters = {}
@@ -273,6 +275,15 @@ def test_each_call_gets_its_own_token():
 
 
 # --- voice_twiml ----------------------------------------------------------------------
+
+
+def test_the_fallback_is_said_after_the_stream_and_can_be_turned_off():
+    text = voice_twiml(stream_url="wss://h/twilio/media", parameters={}, fallback="Bye now.")
+    root = ET.fromstring(text)
+    assert [e.tag for e in root] == ["Connect", "Say"]
+    assert root[1].text == "Bye now."
+    text = voice_twiml(stream_url="wss://h/twilio/media", parameters={}, fallback="")
+    assert [e.tag for e in ET.fromstring(text)] == ["Connect"]
 
 
 def test_voice_twiml_escapes_values():
