@@ -24,13 +24,15 @@ FRAME_MS = 20
 # Agent audio can come back as echo this long after we released it (lead + line + network).
 ECHO_WINDOW_S = 0.8
 PAUSE_MS = 200
+_EMPTY = np.zeros(0, dtype=np.int16)
 
 
 def level_dbfs(pcm: np.ndarray) -> float:
     """RMS level of int16 samples in dB relative to full scale (-120 for silence)."""
     if pcm.size == 0:
         return -120.0
-    rms = math.sqrt(float(np.dot(pcm.astype(np.float32), pcm.astype(np.float32))) / pcm.size)
+    x = pcm.astype(np.float32)
+    rms = math.sqrt(float(np.dot(x, x)) / pcm.size)
     return 20 * math.log10(rms / 32768) if rms > 0 else -120.0
 
 
@@ -52,11 +54,13 @@ class LocalBargeIn:
         self._gap_ms = 0
         self._fired = False
         self._agent: deque[tuple[float, float]] = deque(maxlen=64)  # (released at, dBFS)
-        self._buffer = np.zeros(0, dtype=np.int16)
+        self._agent_max = -120.0
+        self._buffer = _EMPTY
 
     def agent_audio(self, level: float, now: float) -> None:
         """Agent audio at ``level`` dBFS was released toward the caller at ``now``."""
         self._agent.append((now, level))
+        self._agent_max = max(self._agent_max, level)
 
     def feed(self, pcm24: bytes, *, playing: bool, now: float) -> bool:
         """Caller audio; True when it is a barge-in (fires once per run of speech)."""
@@ -65,18 +69,27 @@ class LocalBargeIn:
             samples = np.concatenate([self._buffer, samples])
         frame = 24 * FRAME_MS
         whole = samples.size - samples.size % frame
-        self._buffer = samples[whole:].copy()
+        self._buffer = samples[whole:].copy() if whole < samples.size else _EMPTY
+        agent = self._recent_agent_level(now) if playing else None
         fired = False
         for start in range(0, whole, frame):
-            fired |= self._frame(level_dbfs(samples[start:start + frame]), playing, now)
+            fired |= self._frame(level_dbfs(samples[start:start + frame]), playing, agent)
         return fired
 
-    def _frame(self, level: float, playing: bool, now: float) -> bool:
+    def _recent_agent_level(self, now: float) -> float | None:
+        """The loudest agent audio released within the echo window (None: none)."""
+        stale = False
+        while self._agent and now - self._agent[0][0] > ECHO_WINDOW_S:
+            self._agent.popleft()
+            stale = True
+        if stale:  # recompute only when the loudest may have left the window
+            self._agent_max = max((lvl for _, lvl in self._agent), default=-120.0)
+        return self._agent_max if self._agent else None
+
+    def _frame(self, level: float, playing: bool, agent: float | None) -> bool:
         threshold = max(self.floor_dbfs, self.noise_dbfs + self.snr_db)
-        if playing:
-            recent = [lvl for t, lvl in self._agent if now - t <= ECHO_WINDOW_S]
-            if recent:
-                threshold = max(threshold, max(recent) - self.echo_margin_db)
+        if agent is not None:
+            threshold = max(threshold, agent - self.echo_margin_db)
         speech = level > threshold
         if not speech:
             # Track the noise floor: follow quiet frames down fast, loud ones up slowly.

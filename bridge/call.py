@@ -132,6 +132,7 @@ class Call:
         self._greeting_pending = False
         self._greeting_until: float | None = None
         self._pending_local: BargeIn | None = None
+        self._resume_after_done = False  # an unconfirmed barge-in waits out a response
         self._local = LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (
             agent.local_barge_in
         ) else None
@@ -210,6 +211,9 @@ class Call:
             case rt.ResponseDone(response_id=response_id, status=status):
                 if self._response_id == response_id:
                     self._response_id = None
+                    if self._resume_after_done:
+                        self._resume_after_done = False
+                        self.to_model.append(rt.response_create())
                 self._response_items.pop(response_id, None)
                 self._event(now, "response_done", status=status)
             case rt.InputTranscript(transcript=text):
@@ -243,6 +247,8 @@ class Call:
             self._event(now, "barge_in_unconfirmed")
             if self._response_id is None:
                 self.to_model.append(rt.response_create())
+            else:  # creating one now would collide with the response in flight
+                self._resume_after_done = True
 
     def next_due(self, now: float) -> float | None:
         due = self.playout.next_due(now)
@@ -303,6 +309,7 @@ class Call:
         return np.frombuffer(payload, dtype="<i2")
 
     def _speech_started(self, now: float) -> None:
+        self._resume_after_done = False  # the caller is talking: the model will answer
         pending = self._pending_local
         if pending is not None:
             # The model confirms what the local detector already acted on.
@@ -347,13 +354,14 @@ class Call:
                     rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
                 )
             self._drop(heard.item_id)
-        if self._response_id is not None and trigger != "model" and not (
+        if trigger == "client" and self._response_id is not None and not (
             self._response_audio_done
         ):
-            # With server VAD the model cancels its own response on speech_started;
-            # cancelling it ourselves then would race that. A response whose audio is all
-            # here is finishing anyway: cancelling it would race its response.done and
-            # earn a "no active response" error. Otherwise we stop it here.
+            # Only an explicit interrupt cancels. For caller speech the model's server VAD
+            # cancels its own response when it hears it (cancelling too would race that),
+            # and a local detection it never confirms should not have cut the response.
+            # A response whose audio is all here is finishing: cancelling it would race
+            # its response.done and earn a "no active response" error.
             self.to_model.append(rt.response_cancel(self._response_id))
         self._drop_response_items()
         barge = BargeIn(now, trigger, heard.item_id if heard else None, audio_end_ms, confirmed)

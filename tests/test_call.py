@@ -263,6 +263,23 @@ def test_unconfirmed_local_barge_in_lets_the_agent_carry_on():
     assert len([e for e in pair.to_model if e["type"] == "response.create"]) == 2
 
 
+def test_local_barge_in_never_races_the_model_with_cancel_or_create():
+    pair = _local_pair()
+    speak(pair, "resp_1", "item_1", 3000, done=False)  # still generating
+    pair.run(1.0)
+    for _ in range(8):
+        pair.call.phone_audio(loud_caller_frame(), pair.now)
+        pair.run(0.02)
+    assert pair.clears == 1
+    assert pair.sent("response.cancel") == []  # the model's own VAD cancels, if it hears
+    pair.run(2.0)  # unconfirmed, and the response is still in flight
+    creates = len(pair.sent("response.create"))
+    pair.model(rt.AudioDone("resp_1", "item_1", 0))
+    pair.model(rt.ResponseDone("resp_1", "completed"))
+    # Only once it is done is the agent asked to carry on.
+    assert len(pair.sent("response.create")) == creates + 1
+
+
 def test_greeting_guard_blocks_local_barge_in():
     pair = Pair(Agent(local_barge_in=True, barge_in_min_ms=100, greeting_guard_ms=5000))
     pair.call.model_connected(0.0)
