@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -145,6 +146,10 @@ def serve_forever(settings: Settings) -> int:
     server = make_server(settings, app, services)
     logger.info("bridge listening on http://%s:%d (public URL: %s)", settings.host,
                 settings.port, settings.public_url or "not set")
+    # What start-up allocated lives as long as the process: keep it out of every future
+    # collection, whose pauses would otherwise stall every live call's audio.
+    gc.collect()
+    gc.freeze()
     server.run()
     return 0
 

@@ -13,7 +13,7 @@ from bridge.audio.resample import resample_offline
 from bridge.audio.wav import read_wav
 from bridge.config import Agent, Settings
 from bridge.sim.caller import simulate_call
-from tests.e2e import FIXTURES, best_correlation, fixture, rig, silence
+from tests.e2e import FIXTURES, best_correlation, fixture, rig, run_undisturbed, silence
 
 CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)
 # Few enough concurrent calls that one shared event loop on one core keeps real time.
@@ -52,7 +52,7 @@ def test_caller_hears_the_greeting_and_the_echo_of_what_they_said():
             for event in samples:
                 CLIENT_EVENT.validate_python(event)
 
-    asyncio.run(main())
+    run_undisturbed(main())
 
 
 def barge_in_caller(rng: random.Random, barge_ins: int) -> np.ndarray:
@@ -126,4 +126,4 @@ def test_barge_in_truncates_at_what_the_caller_heard_at_many_random_points():
         worst = max(abs(d) for d in diffs)
         assert worst <= 20, sorted(diffs)
 
-    asyncio.run(main())
+    run_undisturbed(main())
