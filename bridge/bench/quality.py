@@ -30,7 +30,8 @@ SEED = 20240611
 BAR = 4.45  # DESIGN.md: streamed transcoding must score at least this
 
 
-def _chunks(data: bytes, seed: int, lo: int, hi: int) -> Iterator[bytes]:
+def random_chunks(data: bytes, seed: int, lo: int, hi: int) -> Iterator[bytes]:
+    """Split into random sizes in [lo, hi), aligned to ``lo`` (1 for μ-law, 2 for PCM16)."""
     rng = np.random.default_rng(seed)
     i = 0
     while i < len(data):
@@ -39,7 +40,7 @@ def _chunks(data: bytes, seed: int, lo: int, hi: int) -> Iterator[bytes]:
         i += n
 
 
-def _pcm(data: bytes) -> np.ndarray:
+def pcm16(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
@@ -55,10 +56,10 @@ def uplink_scores(speech_8k: np.ndarray, seed: int = SEED) -> dict[str, float]:
     reference = resample_offline(resample_offline(ulaw_decode(payload), 8000, 24000),
                                  24000, 8000)
     uplink = Uplink("mulaw", 8000)
-    streamed = _pcm(b"".join(uplink.decode(c) for c in _chunks(payload, seed, 1, 400))
+    streamed = pcm16(b"".join(uplink.decode(c) for c in random_chunks(payload, seed, 1, 400))
                     + uplink.flush())
     naive = np.concatenate([naive_chunk_resample(ulaw_decode(c), 8000, 24000)
-                            for c in _chunks(payload, seed, 1, 400)])
+                            for c in random_chunks(payload, seed, 1, 400)])
     return {
         "streamed": _pesq_nb(reference, resample_offline(streamed, 24000, 8000)),
         "naive": _pesq_nb(reference, resample_offline(naive, 24000, 8000)),
@@ -69,10 +70,10 @@ def downlink_scores(speech_24k: np.ndarray, seed: int = SEED) -> dict[str, float
     data = speech_24k.astype("<i2").tobytes()
     reference = ulaw_decode(ulaw_encode(resample_offline(speech_24k, 24000, 8000)))
     downlink = Downlink("mulaw", 8000)
-    streamed = ulaw_decode(b"".join(downlink.encode(c) for c in _chunks(data, seed, 2, 4000))
+    streamed = ulaw_decode(b"".join(downlink.encode(c) for c in random_chunks(data, seed, 2, 4000))
                            + downlink.flush())
-    naive = ulaw_decode(b"".join(ulaw_encode(naive_chunk_resample(_pcm(c), 24000, 8000))
-                                 for c in _chunks(data, seed, 2, 4000)))
+    naive = ulaw_decode(b"".join(ulaw_encode(naive_chunk_resample(pcm16(c), 24000, 8000))
+                                 for c in random_chunks(data, seed, 2, 4000)))
     return {"streamed": _pesq_nb(reference, streamed), "naive": _pesq_nb(reference, naive)}
 
 

@@ -15,7 +15,7 @@ How each direction is compared:
 * PCM16 legs at 16 and 48 kHz: wide-band PESQ at 16 kHz against the offline conversion.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.resample import naive_chunk_resample, resample_offline
 from bridge.audio.transcode import Downlink, Uplink
 from bridge.audio.wav import read_wav
+from bridge.bench.quality import pcm16, random_chunks
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 BAR = 4.45
@@ -33,18 +34,6 @@ NAIVE_CEILING = 4.3  # "per-chunk or linear resampling scores ~3.4-4.3"
 SEED = 20240611
 
 
-def _chunks(data: bytes, seed: int, lo: int, hi: int) -> Iterator[bytes]:
-    """Split into random sizes in [lo, hi), aligned to `lo` (1 for μ-law, 2 for PCM16)."""
-    rng = np.random.default_rng(seed)
-    i = 0
-    while i < len(data):
-        n = int(rng.integers(lo, hi)) // lo * lo
-        yield data[i : i + n]
-        i += n
-
-
-def _pcm(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
 def _score(rate: int, ref: np.ndarray, deg: np.ndarray, *, same_length: bool = True) -> float:
@@ -79,13 +68,14 @@ def speech_24k() -> np.ndarray:
 
 def _uplink_streamed(payload: bytes) -> np.ndarray:
     uplink = Uplink("mulaw", 8000)
-    parts = [uplink.decode(c) for c in _chunks(payload, SEED, 1, 400)]
-    return _pcm(b"".join(parts) + uplink.flush())
+    parts = [uplink.decode(c) for c in random_chunks(payload, SEED, 1, 400)]
+    return pcm16(b"".join(parts) + uplink.flush())
 
 
 def _uplink_naive(payload: bytes) -> np.ndarray:
     parts = [
-        naive_chunk_resample(ulaw_decode(c), 8000, 24000) for c in _chunks(payload, SEED, 1, 400)
+        naive_chunk_resample(ulaw_decode(c), 8000, 24000)
+        for c in random_chunks(payload, SEED, 1, 400)
     ]
     return np.concatenate(parts)
 
@@ -120,14 +110,14 @@ def test_uplink_mulaw_has_no_audible_images(speech_8k: np.ndarray) -> None:
 
 def _downlink_streamed(pcm24: bytes) -> np.ndarray:
     downlink = Downlink("mulaw", 8000)
-    parts = [downlink.encode(c) for c in _chunks(pcm24, SEED, 2, 4000)]
+    parts = [downlink.encode(c) for c in random_chunks(pcm24, SEED, 2, 4000)]
     return ulaw_decode(b"".join(parts) + downlink.flush())
 
 
 def _downlink_naive(pcm24: bytes) -> np.ndarray:
     parts = [
-        ulaw_encode(naive_chunk_resample(_pcm(c), 24000, 8000))
-        for c in _chunks(pcm24, SEED, 2, 4000)
+        ulaw_encode(naive_chunk_resample(pcm16(c), 24000, 8000))
+        for c in random_chunks(pcm24, SEED, 2, 4000)
     ]
     return ulaw_decode(b"".join(parts))
 
@@ -157,8 +147,8 @@ def test_pcm16_uplink_pesq_wb(speech_24k: np.ndarray, rate: int) -> None:
     leg = resample_offline(speech_24k, 24000, rate)
     uplink = Uplink("pcm16", rate)
     data = leg.astype("<i2").tobytes()
-    streamed = _pcm(
-        b"".join(uplink.decode(c) for c in _chunks(data, SEED, 2, 3000)) + uplink.flush()
+    streamed = pcm16(
+        b"".join(uplink.decode(c) for c in random_chunks(data, SEED, 2, 3000)) + uplink.flush()
     )
     reference = resample_offline(leg, rate, 24000)
     assert _score(16000, _at(16000, reference, 24000), _at(16000, streamed, 24000)) >= BAR
@@ -168,8 +158,8 @@ def test_pcm16_uplink_pesq_wb(speech_24k: np.ndarray, rate: int) -> None:
 def test_pcm16_downlink_pesq_wb(speech_24k: np.ndarray, rate: int) -> None:
     downlink = Downlink("pcm16", rate)
     data = speech_24k.astype("<i2").tobytes()
-    parts = [downlink.encode(c) for c in _chunks(data, SEED, 2, 3000)]
-    streamed = _pcm(b"".join(parts) + downlink.flush())
+    parts = [downlink.encode(c) for c in random_chunks(data, SEED, 2, 3000)]
+    streamed = pcm16(b"".join(parts) + downlink.flush())
     reference = resample_offline(speech_24k, 24000, rate)
     assert _score(16000, _at(16000, reference, rate), _at(16000, streamed, rate)) >= BAR
 
@@ -177,7 +167,7 @@ def test_pcm16_downlink_pesq_wb(speech_24k: np.ndarray, rate: int) -> None:
 def test_pcm16_downlink_naive_is_clearly_worse(speech_24k: np.ndarray) -> None:
     data = speech_24k.astype("<i2").tobytes()
     naive = np.concatenate(
-        [naive_chunk_resample(_pcm(c), 24000, 16000) for c in _chunks(data, SEED, 2, 3000)]
+        [naive_chunk_resample(pcm16(c), 24000, 16000) for c in random_chunks(data, SEED, 2, 3000)]
     )
     reference = resample_offline(speech_24k, 24000, 16000)
     assert _score(16000, reference, naive, same_length=False) < NAIVE_CEILING
