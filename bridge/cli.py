@@ -88,6 +88,9 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if level != "DEBUG":
+        # The library's per-connection lines repeat ours, which name the call.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
 class DrainingServer(uvicorn.Server):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from bridge.bench.probe import Probe
