@@ -167,10 +167,16 @@ class Call:
 
     def text_input(self, text: str, now: float) -> None:
         """Typed input from the leg: a user message, then a response."""
+        # A response whose audio is all here is not cancelled (see _barge_in) but is not
+        # done either: asking for the next one now would collide with it.
+        finishing = self._response_id is not None and self._response_audio_done
         if self.playout.active or self._response_id:
             self._barge_in(now, trigger="client", confirmed=True)
         self.to_model.append(rt.user_text(text))
-        self.to_model.append(rt.response_create())
+        if finishing:
+            self._resume_after_done = True
+        else:
+            self.to_model.append(rt.response_create())
         self._event(now, "user_text", chars=len(text))
 
     # ------------------------------------------------------------------ model side

@@ -315,6 +315,21 @@ def test_text_input_becomes_a_user_message_and_a_response():
                                                       "response.create"]
 
 
+def test_typed_input_waits_for_a_finishing_response_before_asking_for_the_next():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    speak(pair, "resp_1", "item_1", 1000, done=False)
+    pair.model(rt.AudioDone("resp_1", "item_1", 0))  # all audio here, response.done not yet
+    pair.run(0.2)
+    creates = len(pair.sent("response.create"))
+    pair.call.text_input("Wait.", pair.now)
+    pair.deliver()
+    assert pair.sent("response.cancel") == []
+    assert len(pair.sent("response.create")) == creates  # not yet: it would collide
+    pair.model(rt.ResponseDone("resp_1", "completed"))
+    assert len(pair.sent("response.create")) == creates + 1
+
+
 def test_stop_closes_the_call_and_stops_playout():
     pair = Pair()
     pair.call.model_connected(0.0)
