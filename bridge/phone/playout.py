@@ -50,7 +50,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Heard", "Playout", "SendAudio", "SendMark"]
+__all__ = ["Heard", "Playout", "SendAudio", "SendMark", "item_of_mark"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class Playout:
             item.outstanding += 1
             self._free_at = play_at + duration_ms / 1000.0
             out.append(SendAudio(payload))
-            out.append(SendMark(f"{self._seq}:{item.item_id}"))
+            out.append(SendMark(mark_name(self._seq, item.item_id)))
         return out
 
     def next_due(self, now: float) -> float | None:
@@ -404,3 +404,14 @@ class Playout:
         self._dropped[item_id] = None
         if len(self._dropped) > _HISTORY:
             del self._dropped[next(iter(self._dropped))]
+
+
+def mark_name(seq: int, item_id: str) -> str:
+    """The name of the mark that closes chunk ``seq`` of ``item_id``."""
+    return f"{seq}:{item_id}"
+
+
+def item_of_mark(name: str) -> str | None:
+    """The item id in a mark name made by :func:`mark_name` (None: not one of ours)."""
+    seq, sep, item = name.partition(":")
+    return item if sep and seq.isdigit() else None

@@ -28,7 +28,7 @@ from typing import Any
 
 from bridge.call import Call, CallEvent, ClearPlayback, PhoneOut
 from bridge.metrics import Metrics
-from bridge.phone.playout import SendAudio, SendMark
+from bridge.phone.playout import SendAudio, SendMark, item_of_mark
 from bridge.runner import NORMAL, CallRunner, Ending
 from bridge.softphone.protocol import (
     AudioIn,
@@ -38,7 +38,6 @@ from bridge.softphone.protocol import (
     MarkIn,
     TextIn,
     audio_out,
-    item_of_mark,
 )
 
 logger = logging.getLogger(__name__)

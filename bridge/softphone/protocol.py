@@ -273,8 +273,3 @@ def audio_out(pcm: bytes, sample_rate: int, item_id: str | None) -> dict[str, An
         "meta_info": {"sample_rate": sample_rate, "item_id": item_id},
     }
 
-
-def item_of_mark(name: str) -> str | None:
-    """The item id in a playout mark name ``f"{seq}:{item_id}"``."""
-    seq, sep, item = name.partition(":")
-    return item if sep and seq.isdigit() else None

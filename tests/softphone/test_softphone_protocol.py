@@ -6,6 +6,7 @@ import pytest
 
 from bridge.config import Agent, Settings
 from bridge.errors import PhoneProtocolError
+from bridge.phone.playout import item_of_mark
 from bridge.softphone.protocol import (
     AudioIn,
     ClearIn,
@@ -16,7 +17,6 @@ from bridge.softphone.protocol import (
     allowed_origin,
     audio_out,
     error_payload,
-    item_of_mark,
     parse_client_event,
     parse_connect,
 )
