@@ -27,7 +27,7 @@ import numpy as np
 
 from bridge.ai import events as rt
 from bridge.audio.g711 import ulaw_decode
-from bridge.audio.transcode import Downlink, Uplink
+from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Downlink, Uplink
 from bridge.barge_in import LocalBargeIn, level_dbfs
 from bridge.config import Agent
 from bridge.phone.playout import Heard, Playout, SendAudio, SendMark
@@ -100,7 +100,7 @@ class Call:
         agent: Agent,
         call_sid: str,
         uplink: Uplink,
-        downlink_codec: str,
+        downlink_codec: Codec,
         downlink_rate: int,
         playout: Playout,
         now: float,
@@ -136,6 +136,23 @@ class Call:
         self._local = LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (
             agent.local_barge_in
         ) else None
+
+    @classmethod
+    def for_leg(
+        cls, *, agent: Agent, call_sid: str, codec: Codec, rate: int, lead_ms: int, now: float
+    ) -> Call:
+        """A call whose phone leg carries ``codec`` audio at ``rate`` both ways."""
+        silence = MULAW_SILENCE if codec == "mulaw" else PCM16_SILENCE
+        bytes_per_ms = rate / 1000 * (1 if codec == "mulaw" else 2)
+        return cls(
+            agent=agent,
+            call_sid=call_sid,
+            uplink=Uplink(codec, rate),
+            downlink_codec=codec,
+            downlink_rate=rate,
+            playout=Playout(bytes_per_ms=bytes_per_ms, lead_ms=lead_ms, silence=silence),
+            now=now,
+        )
 
     # ------------------------------------------------------------------ phone side
 
@@ -282,7 +299,7 @@ class Call:
             if len(self._spoken) > RECENT_ITEMS:
                 del self._spoken[next(iter(self._spoken))]
         if spoken.downlink is None:
-            spoken.downlink = Downlink(self._downlink_codec, self._downlink_rate)  # type: ignore[arg-type]
+            spoken.downlink = Downlink(self._downlink_codec, self._downlink_rate)
         spoken.model_ms += len(audio) / PCM24_BYTES_PER_MS
         leg_audio = spoken.downlink.encode(audio)
         self.playout.push(item_id, content_index, leg_audio, spoken.model_ms)

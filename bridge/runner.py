@@ -84,6 +84,7 @@ class CallRunner:
         self.clock = clock
         self.model: ClientConnection | None = None
         self._wake = asyncio.Event()
+        self._pacer_due: float | None = None  # the pacer's own deadline (None: idle)
         self._sending = asyncio.Lock()
         self._clear_trigger: float | None = None
 
@@ -154,8 +155,11 @@ class CallRunner:
                         await self.model.send(json.dumps(event, separators=(",", ":")))
                 except ConnectionClosed:
                     pass  # the model reader sees the close and ends the call with its reason
-        # Whatever came in may have moved the next paced release earlier.
-        self._wake.set()
+        # Wake the pacer only if what came in moved the next paced release before the
+        # deadline it sleeps on: caller frames (50 a second) mostly do not.
+        due = call.next_due(self.clock())
+        if due is not None and (self._pacer_due is None or due < self._pacer_due):
+            self._wake.set()
         if call.events:
             self._notify()
 
@@ -217,7 +221,7 @@ class CallRunner:
         while True:
             self._wake.clear()
             now = self.clock()
-            due = call.next_due(now)
+            due = self._pacer_due = call.next_due(now)
             if due is None:
                 await self._wake.wait()
             else:

@@ -17,10 +17,9 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.audio.transcode import Uplink
 from bridge.call import Call, ClearPlayback, PhoneOut
 from bridge.errors import PhoneProtocolError, SecurityError
-from bridge.phone.playout import Playout, SendAudio, SendMark
+from bridge.phone.playout import SendAudio, SendMark
 from bridge.phone.twilio import Dtmf, Mark, Media, MediaStream, Start, Stop
 from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
@@ -62,15 +61,8 @@ async def twilio_media(websocket: WebSocket) -> None:
         return
     agent = settings.agent(params.get("agent", "")) or settings.agent_for(params.get("To"))
     now = time.monotonic()
-    call = Call(
-        agent=agent,
-        call_sid=start.call_sid,
-        uplink=Uplink("mulaw", 8000),
-        downlink_codec="mulaw",
-        downlink_rate=8000,
-        playout=Playout(bytes_per_ms=8.0, lead_ms=settings.playout_lead_ms),
-        now=now,
-    )
+    call = Call.for_leg(agent=agent, call_sid=start.call_sid, codec="mulaw", rate=8000,
+                        lead_ms=settings.playout_lead_ms, now=now)
     logger.info("call %s: stream %s started (agent %s)", call.call_sid, stream.stream_sid,
                 agent.name)
     await services.run_call(call, leg)

@@ -30,10 +30,8 @@ from typing import Any
 import socketio
 from engineio.payload import Payload
 
-from bridge.audio.transcode import Uplink
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError
-from bridge.phone.playout import Playout
 from bridge.services import Services
 from bridge.softphone.leg import SoftphoneLeg
 from bridge.softphone.pages import PagesApp
@@ -172,15 +170,8 @@ class Softphone:
             max_backlog=MAX_BACKLOG_PACKETS,
             backlog=self._backlog_of(sid),
         )
-        call = Call(
-            agent=params.agent,
-            call_sid=call_sid,
-            uplink=Uplink("pcm16", rate),
-            downlink_codec="pcm16",
-            downlink_rate=rate,
-            playout=Playout(bytes_per_ms=rate * 2 / 1000, lead_ms=settings.playout_lead_ms),
-            now=time.monotonic(),
-        )
+        call = Call.for_leg(agent=params.agent, call_sid=call_sid, codec="pcm16", rate=rate,
+                            lead_ms=settings.playout_lead_ms, now=time.monotonic())
         session = _Session(leg, call)
         self.sessions[sid] = session
         # Runs after this handler returns, so the client has its CONNECT before any event.
