@@ -24,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from bridge.config import Settings
-from bridge.phone.endpoint import twilio_media
+from bridge.phone.leg import twilio_media
 from bridge.services import Services
 from bridge.softphone import with_softphone
 from twiml.voice import make_voice_endpoint
@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         local = None
         if model_url is None and settings.uses_local_agent:
-            from bridge.ai.local_agent import serve_local_agent
+            from bridge.local_agent import serve_local_agent
 
             local = await serve_local_agent("127.0.0.1", 0)
             services.model_url = local.url

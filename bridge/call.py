@@ -30,21 +30,13 @@ from bridge.audio.g711 import ulaw_decode
 from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Downlink, Uplink
 from bridge.barge_in import LocalBargeIn, level_dbfs
 from bridge.config import Agent
-from bridge.phone.playout import Heard, Playout, SendAudio, SendMark
+from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
 
 logger = logging.getLogger(__name__)
 
 # How long the model gets to confirm a local barge-in before the agent resumes speaking.
 CONFIRM_TIMEOUT_S = 1.2
 PCM24_BYTES_PER_MS = 48.0
-
-
-@dataclass(frozen=True)
-class ClearPlayback:
-    """Stop what the phone leg is playing, now."""
-
-
-PhoneOut = SendAudio | SendMark | ClearPlayback
 
 
 @dataclass(frozen=True)

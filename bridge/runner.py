@@ -7,7 +7,7 @@ leaves before anything else. The first task to finish ends the call: the model s
 closed within a second and the leg is closed with the reason logged.
 
 A ``Leg`` is anything that can feed the Call and play its commands: the Twilio media stream
-(``bridge.phone.endpoint``) and the browser softphone (``bridge.softphone``).
+(``bridge.phone.leg``) and the browser softphone (``bridge.softphone``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from bridge.ai import events as rt
-from bridge.call import Call, CallEvent, ClearPlayback, PhoneOut
+from bridge.call import Call, CallEvent
+from bridge.playout import ClearPlayback, PhoneOut
 from bridge.errors import RealtimeProtocolError, SessionClosed
 from bridge.metrics import Metrics
 

@@ -13,9 +13,9 @@ from pydantic import TypeAdapter
 
 from bridge.ai import events as rt
 from bridge.audio.transcode import Uplink
-from bridge.call import Call, ClearPlayback
+from bridge.call import Call
 from bridge.config import Agent
-from bridge.phone.playout import Playout, SendAudio, SendMark
+from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
 from bridge.sim.far_end import FarEnd
 
 CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)

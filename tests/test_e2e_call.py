@@ -35,7 +35,7 @@ def test_caller_hears_the_greeting_and_the_echo_of_what_they_said():
         assert result.closed_by == "caller"
 
         # The greeting, as the agent sent it, is in what the caller heard.
-        greeting, rate = read_wav(FIXTURES.parent / "bridge/ai/greeting-24k.wav")
+        greeting, rate = read_wav(FIXTURES.parent / "bridge/local_agent/greeting-24k.wav")
         greeting_8k = resample_offline(greeting, rate, 8000)
         score, _ = best_correlation(greeting_8k[: 8000 * 2], result.heard)
         assert score > 0.9, score

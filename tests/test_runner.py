@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from bridge.audio.transcode import Uplink
-from bridge.call import Call, ClearPlayback
+from bridge.call import Call
 from bridge.config import Agent
 from bridge.metrics import Metrics
-from bridge.phone.playout import Playout, SendAudio
+from bridge.playout import ClearPlayback, Playout, SendAudio
 from bridge.runner import CallRunner
 
 

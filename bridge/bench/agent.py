@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve() -> int:
-    from bridge.ai.local_agent import serve_local_agent
+    from bridge.local_agent import serve_local_agent
 
     server = await serve_local_agent("127.0.0.1", 0)
     print(json.dumps({"url": server.url, "pid": os.getpid()}), flush=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 from bridge.bench.probe import Probe
 from bridge.config import Settings
+from bridge.server import free_socket, make_server, services_of
 
 
 def pin(cpu: int | None) -> None:
@@ -54,8 +55,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
-    from bridge.cli import _services, free_socket, make_server
-
     sock = free_socket()
     port = sock.getsockname()[1]
     env = dict(os.environ)
@@ -69,7 +68,7 @@ async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
         from bridge.app import create_app
 
         app = create_app(settings, model_url=model_url)
-        services = _services(app)
+        services = services_of(app)
         metrics = services.metrics
     else:
         from bridge.bench.relay import Relay

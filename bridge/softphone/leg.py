@@ -26,9 +26,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bridge.call import Call, CallEvent, ClearPlayback, PhoneOut
+from bridge.call import Call, CallEvent
 from bridge.metrics import Metrics
-from bridge.phone.playout import SendAudio, SendMark, item_of_mark
+from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark, item_of_mark
 from bridge.runner import NORMAL, CallRunner, Ending
 from bridge.softphone.protocol import (
     AudioIn,

@@ -4,7 +4,7 @@ Owns what goes over the ``/softphone`` namespace and nothing else: it never touc
 sockets, the Call or the clock. The shape follows existing Socket.IO voice gateways
 (``audio`` with ``{data, meta_info: {sample_rate, …}}``, ``text``, ``clear``, ``status``,
 ``error``); ``mark`` is this bridge's addition, so the page can report playback progress
-exactly like Twilio's media stream does (``bridge.phone.playout``).
+exactly like Twilio's media stream does (``bridge.playout``).
 
 Client → server::
 

@@ -3,7 +3,7 @@ import json
 from typing import Any
 
 import pytest
-from ai_helpers import check_client_event
+from tests.ai.helpers import check_client_event
 from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionCompletedEvent,
     InputAudioBufferSpeechStartedEvent,

@@ -77,7 +77,7 @@ def test_binary_frame_is_a_malformed_message() -> None:
 
 
 def test_bridge_builders_pass_the_strict_check() -> None:
-    twilio = pytest.importorskip("bridge.phone.twilio")
+    twilio = pytest.importorskip("bridge.phone.protocol")
     stream = twilio.MediaStream()
     stream.receive(dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
     stream.receive(
@@ -124,7 +124,7 @@ def test_ulaw_agrees_with_the_bridge_codec() -> None:
 
 
 def test_bridge_parser_accepts_every_message_the_simulator_sends() -> None:
-    twilio = pytest.importorskip("bridge.phone.twilio")
+    twilio = pytest.importorskip("bridge.phone.protocol")
     stream = twilio.MediaStream()
     account, call = "AC" + "0" * 32, "CA" + "0" * 32
     sent = [

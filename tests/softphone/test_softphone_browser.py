@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from softphone_helpers import ROOT
+from tests.softphone.helpers import ROOT
 
 from bridge.audio.resample import resample_offline
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import Settings
-from bridge.sim.harness import running_bridge
+from bridge.harness import running_bridge
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -34,7 +34,7 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--use-fake-device-for-media-stream",
 ]
-GREETING_MS = 4300  # bridge/ai/greeting-24k.wav
+GREETING_MS = 4300  # bridge/local_agent/greeting-24k.wav
 
 
 def fake_mic_wav(tmp_path: Path) -> Path:

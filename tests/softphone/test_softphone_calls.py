@@ -9,7 +9,7 @@ import base64
 
 import numpy as np
 import socketio
-from softphone_helpers import (
+from tests.softphone.helpers import (
     FakeBrowser,
     best_correlation,
     caller_speech,
@@ -18,9 +18,9 @@ from softphone_helpers import (
     utterance,
 )
 
-from bridge.ai.local_agent import serve_local_agent
+from bridge.local_agent import serve_local_agent
 from bridge.config import Agent, Settings
-from bridge.sim.harness import running_bridge
+from bridge.harness import running_bridge
 
 QUIET = (Agent(greeting=""),)  # no greeting: the call starts silent
 

@@ -3,9 +3,9 @@
 import asyncio
 import base64
 
-from bridge.call import CallEvent, ClearPlayback
+from bridge.call import CallEvent
 from bridge.metrics import Metrics
-from bridge.phone.playout import SendAudio, SendMark
+from bridge.playout import ClearPlayback, SendAudio, SendMark
 from bridge.softphone.leg import SoftphoneLeg, public_reason
 from bridge.softphone.protocol import AudioIn, ClearIn, HangupIn, MarkIn, TextIn
 

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from bridge.app import create_app
-from bridge.cli import _services
+from bridge.server import services_of
 from bridge.config import Agent, Settings
-from bridge.sim.harness import running_bridge
+from bridge.harness import running_bridge
 from bridge.softphone.pages import STATIC, vendor_path
 
 
@@ -69,5 +69,5 @@ def test_the_rest_of_the_app_is_untouched():
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert nothing.status_code == 404
     app = create_app(Settings())
-    assert _services(app).settings.softphone_max_sessions == 50
+    assert services_of(app).settings.softphone_max_sessions == 50
     assert (STATIC / "index.html").is_file()

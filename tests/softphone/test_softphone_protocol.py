@@ -6,7 +6,7 @@ import pytest
 
 from bridge.config import Agent, Settings
 from bridge.errors import PhoneProtocolError
-from bridge.phone.playout import item_of_mark
+from bridge.playout import item_of_mark
 from bridge.softphone.protocol import (
     AudioIn,
     ClearIn,

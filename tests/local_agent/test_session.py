@@ -4,10 +4,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ai_helpers import Driver, correlation, load_pcm, silence, speech_regions
+from tests.ai.helpers import Driver, correlation, load_pcm, silence, speech_regions
 
 from bridge.ai import events as rt
-from bridge.ai.agent_session import GREETING_TRANSCRIPT, AgentSession, load_greeting
+from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
 from bridge.config import Agent, TurnDetection
 
 SPEECH = load_pcm("fixtures/speech-24k.wav")

@@ -5,7 +5,7 @@ fields and their types, unknown parameters, audio formats, turn detection) and t
 configuration they produce. Each rule returns a :class:`Problem` carrying the error
 ``code``, ``message`` and ``param`` the service uses for it (wording taken from errors the
 GA service sends), or ``None``. Pure functions; the session state lives in
-``bridge.ai.agent_session``.
+``bridge.local_agent.session``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.config import VOICES
+# The voices the service accepts, kept here on purpose rather than imported from the bridge's
+# config: the double must catch a wrong voice the bridge lets through.
+VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+
 
 
 @dataclass(frozen=True)

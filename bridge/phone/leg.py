@@ -17,10 +17,10 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.call import Call, ClearPlayback, PhoneOut
+from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
-from bridge.phone.playout import SendAudio, SendMark
-from bridge.phone.twilio import Dtmf, Mark, Media, MediaStream, Start, Stop
+from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
+from bridge.phone.protocol import Dtmf, Mark, Media, MediaStream, Start, Stop
 from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
 from twiml.security import check_stream_token, twilio_ws_signature_ok

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.app import create_app
 from bridge.config import Settings
+from bridge.server import DrainingServer, free_socket, make_server, services_of
 from bridge.services import Services
 
 
@@ -26,7 +28,7 @@ class RunningBridge:
     auth_token: str | None
     services: Services
     app: Any
-    server: Any  # the uvicorn server (a DrainingServer)
+    server: DrainingServer
     task: asyncio.Task[None]  # the server's serve() task
 
 
@@ -40,16 +42,13 @@ def signed_settings(settings: Settings | None = None, **changes: Any) -> Setting
 async def running_bridge(
     settings: Settings, *, model_url: str | None = None
 ) -> AsyncIterator[RunningBridge]:
-    from bridge.app import create_app
-    from bridge.cli import _services, free_socket, make_server
-
     sock = free_socket()
     port = sock.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
     if settings.twilio_auth_token and not settings.public_url:
         settings = settings.with_(public_url=base_url)
     app = create_app(settings, model_url=model_url)
-    services = _services(app)
+    services = services_of(app)
     server = make_server(settings, app, services)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

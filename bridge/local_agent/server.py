@@ -3,7 +3,7 @@
 Owns only I/O: the handshake checks the service makes (path, bearer header, ``model``
 query, no beta header), pumping client frames into an :class:`AgentSession` and its
 server events back out, and closing the socket when the session says so (maximum
-duration). Everything the agent *does* lives in the sans-I/O ``bridge.ai.agent_session``,
+duration). Everything the agent *does* lives in the sans-I/O ``bridge.local_agent.session``,
 re-exported here.
 
 It is at once the keyless default agent (``bridge local-agent``), the demo, and the test
@@ -28,7 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge.ai.agent_session import GREETING_TRANSCRIPT, AgentSession, load_greeting
+from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
 
 __all__ = ["GREETING_TRANSCRIPT", "AgentSession", "LocalAgentServer", "load_greeting",
            "serve_local_agent"]

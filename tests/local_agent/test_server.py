@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ai_helpers import check_server_event, correlation, load_pcm, silence
+from tests.ai.helpers import check_server_event, correlation, load_pcm, silence
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bridge.ai import events as rt
 from bridge.ai.client import connect_realtime
-from bridge.ai.local_agent import GREETING_TRANSCRIPT, serve_local_agent
+from bridge.local_agent import GREETING_TRANSCRIPT, serve_local_agent
 from bridge.config import Agent, TurnDetection
 from bridge.errors import SessionClosed
 

@@ -1,4 +1,4 @@
-"""Paced playout and mark accounting (bridge.phone.playout).
+"""Paced playout and mark accounting (bridge.playout).
 
 Unit tests pin the pacing and accounting rules; the property test at the end drives a
 Playout against a small Twilio-like far end (real-time player, marks echoed when reached
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.phone.playout import Heard, Playout, SendAudio, SendMark
+from bridge.playout import Heard, Playout, SendAudio, SendMark
 
 BPM = 8.0  # mu-law 8 kHz
 FRAME = 160  # bytes per 20 ms frame

@@ -16,7 +16,7 @@ from bridge.audio.wav import read_wav, write_wav
 from bridge.call import Call, CallEvent
 from bridge.config import Settings
 from bridge.sim.caller import simulate_call
-from bridge.sim.harness import running_bridge, signed_settings
+from bridge.harness import running_bridge, signed_settings
 from bridge.sim.result import CallResult
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Owns what the service sends for an audio response, in the order it sends it
 events, the audio and transcript deltas (chunks of varying size, released faster than
 real time), and the closing events for a completed or cancelled response, with usage.
 It keeps the conversation item the response speaks into. Sans-I/O: it is told the time
-and returns events; ``bridge.ai.agent_session`` decides when a response starts or stops.
+and returns events; ``bridge.local_agent.session`` decides when a response starts or stops.
 """
 
 from __future__ import annotations

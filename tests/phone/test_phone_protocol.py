@@ -1,4 +1,4 @@
-"""Twilio Media Streams parsing and building (bridge.phone.twilio)."""
+"""Twilio Media Streams parsing and building (bridge.phone.protocol)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bridge.errors import PhoneProtocolError
-from bridge.phone.twilio import Connected, Dtmf, Mark, Media, MediaStream, Start, Stop
+from bridge.phone.protocol import Connected, Dtmf, Mark, Media, MediaStream, Start, Stop
 
 STREAM = "MZ" + "0" * 32
 CALL = "CA" + "1" * 32

@@ -50,7 +50,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Heard", "Playout", "SendAudio", "SendMark", "item_of_mark"]
+__all__ = ["ClearPlayback", "Heard", "PhoneOut", "Playout", "SendAudio", "SendMark", "item_of_mark"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,15 @@ class SendAudio:
 @dataclass(frozen=True, slots=True)
 class SendMark:
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    """Stop what the phone leg is playing, now (barge-in)."""
+
+
+# What a leg is asked to play: the Call's ``to_phone`` outbox holds these, in order.
+PhoneOut = SendAudio | SendMark | ClearPlayback
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ audio buffer and its VAD, the conversation items, and the one in-flight response
 schedule of audio deltas. It takes client events with the current time and returns the
 server events to send; response audio is released by :meth:`AgentSession.poll` as time
 passes (faster than real time, in chunks of varying size, like the service). It never
-touches a socket or a clock: ``bridge.ai.local_agent`` is the I/O shell.
+touches a socket or a clock: ``bridge.local_agent`` is the I/O shell.
 
 It is strict on purpose, so that it catches the mistakes the real service punishes: every
 malformed, unknown or beta-shaped client event, a truncate past the audio actually sent,
@@ -32,7 +32,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from bridge.ai.agent_checks import (
+from bridge.local_agent.checks import (
     INVALID_AUDIO,
     ITEM_TYPES,
     NO_ACTIVE_RESPONSE,
@@ -49,9 +49,9 @@ from bridge.ai.agent_checks import (
     no_item,
     parse_frame,
 )
-from bridge.ai.agent_input import SAMPLES_PER_MS, InputAudio
-from bridge.ai.agent_response import Item, SpokenResponse, rate_limits, schedule
-from bridge.ai.vad import VadStart
+from bridge.local_agent.input import SAMPLES_PER_MS, InputAudio
+from bridge.local_agent.response import Item, SpokenResponse, rate_limits, schedule
+from bridge.local_agent.vad import VadStart
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ GREETING_TRANSCRIPT = "Hello, this is the echo agent. Say something, and I will 
 @lru_cache(maxsize=1)
 def load_greeting() -> bytes:
     """PCM16LE 24 kHz mono of the packaged greeting."""
-    ref = resources.files("bridge.ai").joinpath("greeting-24k.wav")
+    ref = resources.files("bridge.local_agent").joinpath("greeting-24k.wav")
     with ref.open("rb") as raw, wave.open(raw) as w:
         if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (24000, 1, 2):
             raise ValueError("greeting-24k.wav must be 24 kHz mono 16-bit")

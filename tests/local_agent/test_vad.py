@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from ai_helpers import load_pcm, mix, silence, speech_regions, white_noise
+from tests.ai.helpers import load_pcm, mix, silence, speech_regions, white_noise
 
-from bridge.ai.vad import EnergyVad, VadStart, VadStop, threshold_dbfs
+from bridge.local_agent.vad import EnergyVad, VadStart, VadStop, threshold_dbfs
 
 SPEECH = load_pcm("fixtures/speech-24k.wav")
 PAD_MS = 1500

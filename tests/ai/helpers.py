@@ -16,7 +16,7 @@ from openai.types.realtime import (
     RealtimeSessionCreateRequest,
 )
 
-from bridge.ai.agent_session import AgentSession
+from bridge.local_agent.session import AgentSession
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 24000

@@ -5,14 +5,14 @@ Owns the audio side of ``input_audio_buffer.*``: decoding appends (an odd byte w
 its pair), counting samples since the session started (the timeline ``audio_start_ms`` /
 ``audio_end_ms`` are measured in), slicing committed audio out, and forgetting audio no
 commit can ask for any more, so a long call holds seconds, not minutes, in memory. What
-the events say is decided by ``bridge.ai.agent_session``.
+the events say is decided by ``bridge.local_agent.session``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bridge.ai.vad import EnergyVad, VadStart, VadStop
+from bridge.local_agent.vad import EnergyVad, VadStart, VadStop
 
 SAMPLES_PER_MS = 24
 MAX_MANUAL_BUFFER_MS = 10 * 60 * 1000  # without VAD, uncommitted audio is kept up to this

@@ -1,0 +1,23 @@
+"""The built-in local agent: a Realtime-compatible voice agent that runs on this machine.
+
+It is at once the keyless default agent (``bridge local-agent``), the demo's far end and the
+test double for the OpenAI Realtime service. It shares no code with the bridge's own client
+side (``bridge.ai``): it checks what the bridge sends the way the service does, with its own
+copy of the rules, so it can catch the bridge's mistakes.
+
+* ``server``: the websockets shell (handshake checks, pumping frames, closing).
+* ``session``: one session, sans-I/O: state, greeting, echo, barge-in, maximum duration.
+* ``checks``: the service's shape rules for client events and ``session.update``.
+* ``input`` / ``vad`` / ``response``: the input buffer and its VAD, and spoken responses.
+"""
+
+from bridge.local_agent.server import (
+    GREETING_TRANSCRIPT,
+    AgentSession,
+    LocalAgentServer,
+    load_greeting,
+    serve_local_agent,
+)
+
+__all__ = ["GREETING_TRANSCRIPT", "AgentSession", "LocalAgentServer", "load_greeting",
+           "serve_local_agent"]

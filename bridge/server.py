@@ -1,0 +1,101 @@
+"""Build and run the ASGI server: uvicorn with graceful draining, on a given socket.
+
+``serve_forever`` is what ``bridge serve`` runs; ``make_server`` and ``free_socket`` let the
+demo, the tests and the benchmark run the very same stack in-process on a free port.
+Nothing here parses arguments (``bridge.cli`` does) and nothing imports the CLI.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+import time
+from typing import Any
+
+import uvicorn
+
+from bridge.app import create_app
+from bridge.config import Settings
+from bridge.services import Services
+
+logger = logging.getLogger("bridge")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that, on the first SIGTERM/SIGINT, stops taking calls and lets live ones end.
+
+    New calls are refused (503, so Twilio's fallback URL can take them) while live calls
+    carry on for up to ``SHUTDOWN_DRAIN_S``; a second signal exits at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, services: Services, drain_s: float) -> None:
+        super().__init__(config)
+        self.services = services
+        self.drain_s = drain_s
+        self.drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.drain_deadline is not None or not self.services.calls:
+            super().handle_exit(sig, frame)
+            return
+        self.services.draining = True
+        self.drain_deadline = time.monotonic() + self.drain_s
+        logger.info("draining: %d live calls, new calls refused (up to %.0f s; signal again "
+                    "to stop now)", len(self.services.calls), self.drain_s)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_deadline is not None and (
+            not self.services.calls or time.monotonic() >= self.drain_deadline
+        ):
+            logger.info("drained: %d calls still live", len(self.services.calls))
+            return True
+        return await super().on_tick(counter)
+
+
+def make_server(settings: Settings, app: Any, services: Any, **overrides: Any) -> DrainingServer:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        # Media frames are small; a peer sending huge frames is cut off, not buffered.
+        ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
+        ws="websockets-sansio",
+        ws_ping_interval=None,
+        proxy_headers=True,
+        lifespan="on",
+        **overrides,
+    )
+    return DrainingServer(config, services, settings.shutdown_drain_s)
+
+
+def serve_forever(settings: Settings) -> int:
+    app = create_app(settings)
+    services = services_of(app)
+    server = make_server(settings, app, services)
+    logger.info("bridge listening on http://%s:%d (public URL: %s)", settings.host,
+                settings.port, settings.public_url or "not set")
+    # What start-up allocated lives as long as the process: keep it out of every future
+    # collection, whose pauses would otherwise stall every live call's audio.
+    gc.collect()
+    gc.freeze()
+    server.run()
+    return 0
+
+
+def services_of(app: Any) -> Services:
+    """The Services object behind an app, through any ASGI wrapper (Socket.IO)."""
+    while not hasattr(app, "state"):
+        app = app.other_asgi_app
+    return app.state.services
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says TCP; otherwise Nagle holds a `clear` back behind the last frame.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
