@@ -46,15 +46,18 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
             return Response("draining", status_code=503, headers={"Retry-After": "5"})
         response = await voice(request)  # checks the signature first
         if response.status_code == 200 and services.at_capacity:
-            logger.warning("voice webhook: at capacity (%d calls), rejecting busy",
-                           len(services.calls))
+            logger.warning(
+                "voice webhook: at capacity (%d calls), rejecting busy", len(services.calls)
+            )
             return Response(BUSY_TWIML, media_type="application/xml")
         return response
 
     async def healthz(request: Request) -> Response:
         status = "draining" if services.draining else "ok"
-        return JSONResponse({"status": status, "calls": len(services.calls)},
-                            status_code=503 if services.draining else 200)
+        return JSONResponse(
+            {"status": status, "calls": len(services.calls)},
+            status_code=503 if services.draining else 200,
+        )
 
     async def metrics(request: Request) -> Response:
         return JSONResponse(services.metrics.snapshot())
@@ -67,11 +70,14 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
 
             local = await serve_local_agent("127.0.0.1", 0)
             services.model_url = local.url
-            logger.info("no OPENAI_API_KEY: calls go to the built-in local echo agent at %s",
-                        local.url)
+            logger.info(
+                "no OPENAI_API_KEY: calls go to the built-in local echo agent at %s", local.url
+            )
         if not settings.twilio_auth_token:
-            logger.warning("TWILIO_AUTH_TOKEN is not set: webhooks and media streams are NOT "
-                           "verified (fine for local development, never for production)")
+            logger.warning(
+                "TWILIO_AUTH_TOKEN is not set: webhooks and media streams are NOT "
+                "verified (fine for local development, never for production)"
+            )
         try:
             yield
         finally:

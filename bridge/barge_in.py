@@ -73,7 +73,7 @@ class LocalBargeIn:
         agent = self._recent_agent_level(now) if playing else None
         fired = False
         for start in range(0, whole, frame):
-            fired |= self._frame(level_dbfs(samples[start:start + frame]), playing, agent)
+            fired |= self._frame(level_dbfs(samples[start : start + frame]), playing, agent)
         return fired
 
     def _recent_agent_level(self, now: float) -> float | None:

@@ -125,9 +125,9 @@ class Call:
         self._greeting_until: float | None = None
         self._pending_local: BargeIn | None = None
         self._resume_after_done = False  # an unconfirmed barge-in waits out a response
-        self._local = LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (
-            agent.local_barge_in
-        ) else None
+        self._local = (
+            LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (agent.local_barge_in) else None
+        )
 
     @classmethod
     def for_leg(
@@ -369,8 +369,10 @@ class Call:
                     rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
                 )
             self._drop(heard.item_id)
-        if trigger == "client" and self._response_id is not None and not (
-            self._response_audio_done
+        if (
+            trigger == "client"
+            and self._response_id is not None
+            and not (self._response_audio_done)
         ):
             # Only an explicit interrupt cancels. For caller speech the model's server VAD
             # cancels its own response when it hears it (cancelling too would race that),

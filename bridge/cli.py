@@ -1,9 +1,9 @@
 """``bridge``: serve | simulate | local-agent | bench.
 
-    bridge serve                  the bridge for real calls (settings from the environment)
-    bridge simulate [caller.wav]  a whole simulated Twilio call on this machine, no keys needed
-    bridge local-agent            the built-in Realtime look-alike, on its own
-    bridge bench                  load, latency and audio-quality figures (see README)
+bridge serve                  the bridge for real calls (settings from the environment)
+bridge simulate [caller.wav]  a whole simulated Twilio call on this machine, no keys needed
+bridge local-agent            the built-in Realtime look-alike, on its own
+bridge bench                  load, latency and audio-quality figures (see README)
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bridge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the bridge")
@@ -33,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = sub.add_parser("simulate", help="simulate a Twilio call against a local bridge")
     sim.add_argument("caller_wav", nargs="?", type=Path, default=FIXTURES / "caller-hello.wav")
-    sim.add_argument("--out", type=Path, default=Path("out/caller-heard.wav"),
-                     help="where to write what the caller heard (default: %(default)s)")
+    sim.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/caller-heard.wav"),
+        help="where to write what the caller heard (default: %(default)s)",
+    )
     sim.add_argument("--tail", type=float, default=3.0, help="seconds to listen after speaking")
 
     agent = sub.add_parser("local-agent", help="run the built-in local Realtime agent")
@@ -63,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         case "serve":
             from bridge.server import serve_forever
 
-            return serve_forever(settings.with_(host=args.host or settings.host,
-                                                port=args.port or settings.port))
+            return serve_forever(
+                settings.with_(host=args.host or settings.host, port=args.port or settings.port)
+            )
         case "simulate":
             from bridge.demo import run_demo
 

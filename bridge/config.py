@@ -89,10 +89,7 @@ class Settings:
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {"twilio_auth_token", "openai_api_key", "stream_token_secret", "softphone_token"}
-        parts = [
-            f"{k}={'***' if k in hidden and v else v!r}"
-            for k, v in self.__dict__.items()
-        ]
+        parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items()]
         return f"Settings({', '.join(parts)})"
 
     @property
@@ -224,8 +221,9 @@ def _agent_from_toml(name: str, spec: dict[str, Any], base: Agent, where: str) -
     unknown = set(spec) - set(_AGENT_FIELDS) - {"numbers", "turn_detection"}
     if unknown:
         raise ConfigError(f"{here} has unknown keys {sorted(unknown)}")
-    fields = {k: _checked(here, k, v, _AGENT_FIELDS[k]) for k, v in spec.items()
-              if k in _AGENT_FIELDS}
+    fields = {
+        k: _checked(here, k, v, _AGENT_FIELDS[k]) for k, v in spec.items() if k in _AGENT_FIELDS
+    }
     numbers = spec.get("numbers", [])
     if not isinstance(numbers, list) or not all(isinstance(n, str) and n for n in numbers):
         raise ConfigError(f"{here} numbers must be a list of numbers or SIP users as text")
@@ -235,10 +233,13 @@ def _agent_from_toml(name: str, spec: dict[str, Any], base: Agent, where: str) -
     unknown = set(turn_spec) - set(_TURN_FIELDS)
     if unknown:
         raise ConfigError(f"{here}.turn_detection has unknown keys {sorted(unknown)}")
-    turn = replace(base.turn_detection, **{
-        k: _checked(f"{here}.turn_detection", k, v, _TURN_FIELDS[k])
-        for k, v in turn_spec.items()
-    })
+    turn = replace(
+        base.turn_detection,
+        **{
+            k: _checked(f"{here}.turn_detection", k, v, _TURN_FIELDS[k])
+            for k, v in turn_spec.items()
+        },
+    )
     agent = replace(base, name=name, numbers=tuple(numbers), turn_detection=turn, **fields)
     if agent.voice not in VOICES:
         raise ConfigError(f"{here} voice {agent.voice!r} is not one of {sorted(VOICES)}")

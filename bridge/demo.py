@@ -15,16 +15,26 @@ from pathlib import Path
 from bridge.audio.wav import read_wav, write_wav
 from bridge.call import Call, CallEvent
 from bridge.config import Settings
-from bridge.sim.caller import simulate_call
 from bridge.harness import running_bridge, signed_settings
+from bridge.sim.caller import simulate_call
 from bridge.sim.result import CallResult
 
 logger = logging.getLogger(__name__)
 
 # Bridge events worth a line in the demo (transcript deltas are too chatty).
-SHOWN = {"model_connected", "speech_started", "speech_stopped", "barge_in",
-         "barge_in_confirmed", "barge_in_unconfirmed", "response_done", "transcript",
-         "model_error", "dtmf", "closed"}
+SHOWN = {
+    "model_connected",
+    "speech_started",
+    "speech_stopped",
+    "barge_in",
+    "barge_in_confirmed",
+    "barge_in_unconfirmed",
+    "response_done",
+    "transcript",
+    "model_error",
+    "dtmf",
+    "closed",
+}
 
 
 async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: float) -> int:
@@ -42,11 +52,17 @@ async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: f
     async with running_bridge(settings) as bridge:
         bridge.services.observers.append(observe)
         agent = "local echo agent" if settings.uses_local_agent else settings.openai_realtime_model
-        print(f"Calling the bridge at {bridge.base_url} ({agent}) with {caller_wav} "
-              f"({len(audio) / 8000:.1f} s)…", flush=True)
+        print(
+            f"Calling the bridge at {bridge.base_url} ({agent}) with {caller_wav} "
+            f"({len(audio) / 8000:.1f} s)…",
+            flush=True,
+        )
         result = await simulate_call(
-            bridge.base_url, audio, public_url=bridge.public_url,
-            auth_token=bridge.auth_token, tail_s=tail_s,
+            bridge.base_url,
+            audio,
+            public_url=bridge.public_url,
+            auth_token=bridge.auth_token,
+            tail_s=tail_s,
         )
         clear_ms = bridge.services.metrics.clear.summary()
 
@@ -60,8 +76,7 @@ async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: f
     return 0
 
 
-def render(result: CallResult, bridge_events: list[CallEvent],
-           clear_ms: dict[str, float]) -> str:
+def render(result: CallResult, bridge_events: list[CallEvent], clear_ms: dict[str, float]) -> str:
     rows: list[tuple[float, str, str]] = []
     for e in result.timeline:
         if e.kind != "mark_echo":
@@ -83,14 +98,18 @@ def render(result: CallResult, bridge_events: list[CallEvent],
             end = barge.detail.get("audio_end_ms")
             truth = clear.played_ms
             if end is None:
-                lines.append(f"  at {clear.t:.2f} s ({barge.detail.get('trigger')}): "
-                             f"caller had heard {truth:.0f} ms of the item; no truncate needed")
+                lines.append(
+                    f"  at {clear.t:.2f} s ({barge.detail.get('trigger')}): "
+                    f"caller had heard {truth:.0f} ms of the item; no truncate needed"
+                )
             else:
                 lines.append(
                     f"  at {clear.t:.2f} s ({barge.detail.get('trigger')}): truncated at "
                     f"{end} ms, caller heard {truth:.0f} ms (off by {end - truth:+.0f} ms)"
                 )
-        lines.append(f"  trigger → clear sent: p50 {clear_ms['p50_ms']:.3f} ms, "
-                     f"max {clear_ms['max_ms']:.3f} ms over {clear_ms['n']} barge-ins")
+        lines.append(
+            f"  trigger → clear sent: p50 {clear_ms['p50_ms']:.3f} ms, "
+            f"max {clear_ms['max_ms']:.3f} ms over {clear_ms['n']} barge-ins"
+        )
     lines.append(f"\nCall ended: {result.closed_by} closed it (code {result.close_code})")
     return "\n".join(lines)

@@ -56,8 +56,15 @@ async def running_bridge(
             if task.done():
                 task.result()  # raises the start-up error
             await asyncio.sleep(0.01)
-        yield RunningBridge(base_url, settings.public_url or base_url,
-                            settings.twilio_auth_token, services, app, server, task)
+        yield RunningBridge(
+            base_url,
+            settings.public_url or base_url,
+            settings.twilio_auth_token,
+            services,
+            app,
+            server,
+            task,
+        )
     finally:
         server.should_exit = True
         await task

@@ -235,8 +235,9 @@ class Playout:
             self._seq += 1
             play_at = max(now, self._free_at)
             self._chunks.append(
-                _Chunk(self._seq, item, item.released, item.released + size, now, play_at,
-                       duration_ms)
+                _Chunk(
+                    self._seq, item, item.released, item.released + size, now, play_at, duration_ms
+                )
             )
             item.released += size
             item.outstanding += 1
@@ -323,9 +324,11 @@ class Playout:
             if chunk.item is not item:
                 item = chunk.item
                 position_ms = item.played / self.bytes_per_ms
-            position_ms = max(position_ms, chunk.start / self.bytes_per_ms + min(
-                (now - chunk.play_at) * 1000.0, chunk.duration_ms
-            ))
+            position_ms = max(
+                position_ms,
+                chunk.start / self.bytes_per_ms
+                + min((now - chunk.play_at) * 1000.0, chunk.duration_ms),
+            )
         # Floor, forgiving float dust (19.9999999 is 20), but never above model_ms.
         ms = int(min(position_ms, item.model_ms) + 1e-6)
         if ms > item.model_ms:

@@ -26,9 +26,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from bridge.ai import events as rt
 from bridge.call import Call, CallEvent
-from bridge.playout import ClearPlayback, PhoneOut
 from bridge.errors import RealtimeProtocolError, SessionClosed
 from bridge.metrics import Metrics
+from bridge.playout import ClearPlayback, PhoneOut
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ class CallRunner:
             for task in done:
                 error = task.exception()
                 if error is not None:
-                    ending = Ending(f"internal error: {type(error).__name__}: {error}",
-                                    INTERNAL_ERROR)
+                    ending = Ending(
+                        f"internal error: {type(error).__name__}: {error}", INTERNAL_ERROR
+                    )
                     logger.error("call %s: %s", call.call_sid, ending.reason, exc_info=error)
                 else:
                     ending = task.result()
@@ -232,4 +233,3 @@ class CallRunner:
                         await self._wake.wait()
             call.tick(self.clock())
             await self.flush()
-

@@ -41,8 +41,11 @@ class DrainingServer(uvicorn.Server):
             return
         self.services.draining = True
         self.drain_deadline = time.monotonic() + self.drain_s
-        logger.info("draining: %d live calls, new calls refused (up to %.0f s; signal again "
-                    "to stop now)", len(self.services.calls), self.drain_s)
+        logger.info(
+            "draining: %d live calls, new calls refused (up to %.0f s; signal again to stop now)",
+            len(self.services.calls),
+            self.drain_s,
+        )
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and (
@@ -74,8 +77,12 @@ def serve_forever(settings: Settings) -> int:
     app = create_app(settings)
     services = services_of(app)
     server = make_server(settings, app, services)
-    logger.info("bridge listening on http://%s:%d (public URL: %s)", settings.host,
-                settings.port, settings.public_url or "not set")
+    logger.info(
+        "bridge listening on http://%s:%d (public URL: %s)",
+        settings.host,
+        settings.port,
+        settings.public_url or "not set",
+    )
     # What start-up allocated lives as long as the process: keep it out of every future
     # collection, whose pauses would otherwise stall every live call's audio.
     gc.collect()
@@ -88,7 +95,8 @@ def services_of(app: Any) -> Services:
     """The Services object behind an app, through any ASGI wrapper (Socket.IO)."""
     while not hasattr(app, "state"):
         app = app.other_asgi_app
-    return app.state.services
+    services: Services = app.state.services
+    return services
 
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:
@@ -98,4 +106,3 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     return sock
-

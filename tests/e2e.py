@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from bridge.local_agent import LocalAgentServer, serve_local_agent
 from bridge.audio.wav import read_wav
 from bridge.config import Settings
 from bridge.harness import RunningBridge, running_bridge, signed_settings
+from bridge.local_agent import LocalAgentServer, serve_local_agent
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

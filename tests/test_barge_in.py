@@ -30,14 +30,14 @@ def run(detector: LocalBargeIn, caller: np.ndarray, *, agent_db: float | None) -
         playing = agent_db is not None
         if playing:
             detector.agent_audio(agent_db, now)
-        if detector.feed(caller[i:i + FRAME].tobytes(), playing=playing, now=now):
+        if detector.feed(caller[i : i + FRAME].tobytes(), playing=playing, now=now):
             return now
     return None
 
 
 def first_speech_at(x: np.ndarray) -> float:
     for i in range(0, x.size, FRAME):
-        if level_dbfs(x[i:i + FRAME]) > -40:
+        if level_dbfs(x[i : i + FRAME]) > -40:
             return i / 24000
     raise AssertionError("no speech")
 
@@ -87,7 +87,7 @@ def test_fires_once_per_run_of_speech():
     fired = 0
     for i in range(0, speech.size - FRAME + 1, FRAME):
         detector.agent_audio(-20.0, i / 24000)
-        fired += detector.feed(speech[i:i + FRAME].tobytes(), playing=True, now=i / 24000)
+        fired += detector.feed(speech[i : i + FRAME].tobytes(), playing=True, now=i / 24000)
     assert fired >= 1
     assert fired <= 4  # one per word-group, not one per frame
 
@@ -101,6 +101,6 @@ def test_odd_chunk_sizes_are_buffered():
     while pos < speech.size:
         n = int(rng.integers(1, 1500))
         detector.agent_audio(-30.0, pos / 24000)
-        fired |= detector.feed(speech[pos:pos + n].tobytes(), playing=True, now=pos / 24000)
+        fired |= detector.feed(speech[pos : pos + n].tobytes(), playing=True, now=pos / 24000)
         pos += n
     assert fired

@@ -85,15 +85,16 @@ def tone(ms: int, freq: float = 440.0) -> bytes:
     return (np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes()
 
 
-def speak(pair: Pair, response_id: str, item_id: str, ms: int, *, chunks: int = 5,
-          done: bool = True) -> None:
+def speak(
+    pair: Pair, response_id: str, item_id: str, ms: int, *, chunks: int = 5, done: bool = True
+) -> None:
     """The model sends ``ms`` of audio for one item at once (faster than real time)."""
     pair.model(rt.ResponseCreated(response_id))
     pair.model(rt.OutputItemAdded(response_id, item_id, "assistant", "message"))
     audio = tone(ms)
     step = len(audio) // chunks // 2 * 2
     for i in range(chunks):
-        part = audio[i * step:] if i == chunks - 1 else audio[i * step:(i + 1) * step]
+        part = audio[i * step :] if i == chunks - 1 else audio[i * step : (i + 1) * step]
         pair.model(rt.AudioDelta(response_id, item_id, 0, part))
     if done:
         pair.model(rt.AudioDone(response_id, item_id, 0))
@@ -311,8 +312,10 @@ def test_text_input_becomes_a_user_message_and_a_response():
     pair.deliver()
     pair.call.text_input("What are your hours?", 0.1)
     pair.deliver()
-    assert [e["type"] for e in pair.to_model[-2:]] == ["conversation.item.create",
-                                                      "response.create"]
+    assert [e["type"] for e in pair.to_model[-2:]] == [
+        "conversation.item.create",
+        "response.create",
+    ]
 
 
 def test_typed_input_waits_for_a_finishing_response_before_asking_for_the_next():

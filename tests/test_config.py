@@ -42,8 +42,12 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path):
 
 def test_secrets_stay_out_of_repr():
     s = Settings.from_env(
-        {"TWILIO_AUTH_TOKEN": "tw-secret", "OPENAI_API_KEY": "sk-secret",
-         "PUBLIC_URL": "https://x.ngrok.app", "STREAM_TOKEN_SECRET": "st-secret"},
+        {
+            "TWILIO_AUTH_TOKEN": "tw-secret",
+            "OPENAI_API_KEY": "sk-secret",
+            "PUBLIC_URL": "https://x.ngrok.app",
+            "STREAM_TOKEN_SECRET": "st-secret",
+        },
         env_file=None,
     )
     text = repr(s)

@@ -16,17 +16,20 @@ def test_sigterm_drains_live_calls_then_exits():
         async with rig() as r:
             b = r.bridge
             caller = fixture("caller-hello.wav")
-            call = asyncio.create_task(simulate_call(
-                b.base_url, caller, public_url=b.public_url, auth_token=b.auth_token,
-                tail_s=0.5))
+            call = asyncio.create_task(
+                simulate_call(
+                    b.base_url, caller, public_url=b.public_url, auth_token=b.auth_token, tail_s=0.5
+                )
+            )
             while not b.services.calls:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
 
             b.server.handle_exit(signal.SIGTERM, None)  # what uvicorn's handler calls
             async with httpx.AsyncClient() as client:
-                webhook = await client.post(b.base_url + "/twilio/voice",
-                                            data={"CallSid": "CA" + "2" * 32})
+                webhook = await client.post(
+                    b.base_url + "/twilio/voice", data={"CallSid": "CA" + "2" * 32}
+                )
                 health = await client.get(b.base_url + "/healthz")
             # Refused before any TwiML, so Twilio's fallback URL (another instance) answers.
             assert webhook.status_code == 503
@@ -36,7 +39,7 @@ def test_sigterm_drains_live_calls_then_exits():
 
             result = await call  # the live call carries on to its natural end
             assert result.closed_by == "caller" and result.violations == []
-            score, _ = best_correlation(caller[int(4.6 * 8000):int(8.8 * 8000)], result.heard)
+            score, _ = best_correlation(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
             assert score > 0.9
             async with asyncio.timeout(2.0):
                 await asyncio.shield(b.task)  # and then the server exits by itself
@@ -50,8 +53,9 @@ def test_a_second_signal_stops_at_once():
         async with rig() as r:
             b = r.bridge
             caller = fixture("caller-hello.wav")
-            call = asyncio.create_task(simulate_call(
-                b.base_url, caller, public_url=b.public_url, auth_token=b.auth_token))
+            call = asyncio.create_task(
+                simulate_call(b.base_url, caller, public_url=b.public_url, auth_token=b.auth_token)
+            )
             while not b.services.calls:
                 await asyncio.sleep(0.05)
             b.server.handle_exit(signal.SIGTERM, None)

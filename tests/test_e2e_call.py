@@ -25,8 +25,11 @@ def test_caller_hears_the_greeting_and_the_echo_of_what_they_said():
         async with rig() as r:
             caller = fixture("caller-hello.wav")
             result = await simulate_call(
-                r.bridge.base_url, caller, public_url=r.bridge.public_url,
-                auth_token=r.bridge.auth_token, tail_s=1.0,
+                r.bridge.base_url,
+                caller,
+                public_url=r.bridge.public_url,
+                auth_token=r.bridge.auth_token,
+                tail_s=1.0,
             )
             (session,) = r.agent.sessions
             assert session.errors == []
@@ -41,7 +44,7 @@ def test_caller_hears_the_greeting_and_the_echo_of_what_they_said():
         assert score > 0.9, score
 
         # The caller's own utterance comes back after they stopped talking.
-        utterance = caller[int(4.6 * 8000): int(8.8 * 8000)]
+        utterance = caller[int(4.6 * 8000) : int(8.8 * 8000)]
         score, at = best_correlation(utterance, result.heard)
         assert score > 0.9, score
         assert at / 8000 > 9.0  # played back after the caller finished, not looped through
@@ -65,7 +68,7 @@ def barge_in_caller(rng: random.Random, barge_ins: int) -> np.ndarray:
     def utterance(low: float, high: float) -> np.ndarray:
         n = int(8000 * rng.uniform(low, high))
         start = rng.randint(0, len(speech) - n)
-        return speech[start:start + n]
+        return speech[start : start + n]
 
     parts = [silence(4.6), previous := utterance(2.0, 3.0)]
     for _ in range(barge_ins):
@@ -90,15 +93,25 @@ def test_barge_in_truncates_at_what_the_caller_heard_at_many_random_points():
         agent = Agent(barge_in_min_ms=60 if local_first else 400, greeting_guard_ms=0)
         triggers: list[str] = []
         async with rig(Settings(agents=(agent,))) as r:
-            r.bridge.services.observers.append(lambda call, events: triggers.extend(
-                e.detail["trigger"] for e in events if e.kind == "barge_in"))
+            r.bridge.services.observers.append(
+                lambda call, events: triggers.extend(
+                    e.detail["trigger"] for e in events if e.kind == "barge_in"
+                )
+            )
             audios = [barge_in_caller(rng, BARGE_INS) for _ in range(CALLS)]
-            results = await asyncio.gather(*[
-                simulate_call(r.bridge.base_url, audio, public_url=r.bridge.public_url,
-                              auth_token=r.bridge.auth_token, tail_s=0.5,
-                              from_=f"+1555000{i:04d}")
-                for i, audio in enumerate(audios)
-            ])
+            results = await asyncio.gather(
+                *[
+                    simulate_call(
+                        r.bridge.base_url,
+                        audio,
+                        public_url=r.bridge.public_url,
+                        auth_token=r.bridge.auth_token,
+                        tail_s=0.5,
+                        from_=f"+1555000{i:04d}",
+                    )
+                    for i, audio in enumerate(audios)
+                ]
+            )
             truncates = {t[0]: t[2] for s in r.agent.sessions for t in s.truncates}
             errors = [e for s in r.agent.sessions for e in s.errors]
         assert errors == [], errors  # the strict agent never rejected a truncate or cancel

@@ -41,37 +41,54 @@ class Stream:
 
     async def media(self, payload: bytes = FRAME) -> None:
         n = self.next()
-        await self.ws.send(messages.media(n, stream_sid=self.stream_sid, chunk=n,
-                                          timestamp_ms=20 * n, payload=payload))
+        await self.ws.send(
+            messages.media(
+                n, stream_sid=self.stream_sid, chunk=n, timestamp_ms=20 * n, payload=payload
+            )
+        )
 
     async def stop(self) -> None:
-        await self.ws.send(messages.stop(self.next(), stream_sid=self.stream_sid,
-                                         account_sid=ACCOUNT, call_sid=self.call_sid))
+        await self.ws.send(
+            messages.stop(
+                self.next(), stream_sid=self.stream_sid, account_sid=ACCOUNT, call_sid=self.call_sid
+            )
+        )
 
 
 async def twiml_for(r: Rig, call_sid: str) -> tuple[str, dict[str, str]]:
     b = r.bridge
     twiml, _ = await post_voice_webhook(
-        b.base_url, voice_params(call_sid, ACCOUNT, "+15550001111", "+15550002222"),
-        public_url=b.public_url, auth_token=b.auth_token)
+        b.base_url,
+        voice_params(call_sid, ACCOUNT, "+15550001111", "+15550002222"),
+        public_url=b.public_url,
+        auth_token=b.auth_token,
+    )
     target = parse_twiml(twiml, request_url=b.public_url + "/twilio/voice", require_wss=False)
     return target.url, target.parameters
 
 
 @contextlib.asynccontextmanager
-async def stream(r: Rig, n: int, *, start: bool = True,
-                 parameters: dict[str, str] | None = None) -> AsyncIterator[Stream]:
+async def stream(
+    r: Rig, n: int, *, start: bool = True, parameters: dict[str, str] | None = None
+) -> AsyncIterator[Stream]:
     call_sid = f"CA{n:032d}"
     url, params = await twiml_for(r, call_sid)
     headers = {"X-Twilio-Signature": sign(r.bridge.auth_token or "", url, {})}
-    async with connect(connect_url(url, r.bridge.base_url, r.bridge.public_url),
-                       additional_headers=headers) as ws:
+    async with connect(
+        connect_url(url, r.bridge.base_url, r.bridge.public_url), additional_headers=headers
+    ) as ws:
         s = Stream(ws, call_sid, f"MZ{n:032d}")
         await ws.send(messages.connected())
         if start:
-            await ws.send(messages.start(1, stream_sid=s.stream_sid, account_sid=ACCOUNT,
-                                         call_sid=call_sid,
-                                         custom_parameters=parameters or params))
+            await ws.send(
+                messages.start(
+                    1,
+                    stream_sid=s.stream_sid,
+                    account_sid=ACCOUNT,
+                    call_sid=call_sid,
+                    custom_parameters=parameters or params,
+                )
+            )
         yield s
 
 
@@ -107,17 +124,18 @@ BAD_FRAMES = {
 
 
 def bad_frame(kind: str, s: Stream) -> str | bytes:
-    frame = messages.media(s.next(), stream_sid=s.stream_sid, chunk=1, timestamp_ms=0,
-                           payload=FRAME)
+    frame = messages.media(
+        s.next(), stream_sid=s.stream_sid, chunk=1, timestamp_ms=0, payload=FRAME
+    )
     match kind:
         case "wrong streamSid":
             return frame.replace(s.stream_sid, "MZ" + "9" * 32)
         case "invalid base64":
             return frame.replace('"payload":"', '"payload":"%%%')
         case "empty payload":
-            return messages.media(s.next(), stream_sid=s.stream_sid, chunk=1, timestamp_ms=0,
-                                  payload=b"x")[:0] or frame.replace(
-                frame.split('"payload":"')[1].split('"')[0], "")
+            return messages.media(
+                s.next(), stream_sid=s.stream_sid, chunk=1, timestamp_ms=0, payload=b"x"
+            )[:0] or frame.replace(frame.split('"payload":"')[1].split('"')[0], "")
         case "unknown event":
             return BAD_FRAMES[kind] % s.stream_sid  # type: ignore[operator]
         case _:
@@ -155,8 +173,15 @@ def test_media_before_start_is_dropped_then_the_call_starts(caplog):
         async with rig() as r, stream(r, 2, start=False) as s:
             await s.media()
             _, params = await twiml_for(r, s.call_sid)
-            await s.ws.send(messages.start(1, stream_sid=s.stream_sid, account_sid=ACCOUNT,
-                                           call_sid=s.call_sid, custom_parameters=params))
+            await s.ws.send(
+                messages.start(
+                    1,
+                    stream_sid=s.stream_sid,
+                    account_sid=ACCOUNT,
+                    call_sid=s.call_sid,
+                    custom_parameters=params,
+                )
+            )
             await s.media()
             await s.stop()
             assert await closed_within(s.ws, 3.0) == 1000
@@ -174,32 +199,44 @@ def test_a_second_start_closes_the_call_cleanly(caplog):
         async with rig() as r, stream(r, 3) as s:
             await s.media()
             _, params = await twiml_for(r, s.call_sid)
-            await s.ws.send(messages.start(9, stream_sid=s.stream_sid, account_sid=ACCOUNT,
-                                           call_sid=s.call_sid, custom_parameters=params))
+            await s.ws.send(
+                messages.start(
+                    9,
+                    stream_sid=s.stream_sid,
+                    account_sid=ACCOUNT,
+                    call_sid=s.call_sid,
+                    custom_parameters=params,
+                )
+            )
             assert await closed_within(s.ws, 3.0) == 1008
             await settle(r)
             assert not r.bridge.services.calls
             assert not open_sessions(r)  # the model session went with it
 
     asyncio.run(main())
-    assert any("closing" in rec.getMessage() and "CA" in rec.getMessage()
-               for rec in caplog.records)
+    assert any("closing" in rec.getMessage() and "CA" in rec.getMessage() for rec in caplog.records)
 
 
 def test_a_peer_that_vanishes_mid_frame_ends_only_its_own_call():
     async def main() -> None:
         async with rig() as r:
             caller = fixture("caller-hello.wav")
-            good = asyncio.create_task(simulate_call(
-                r.bridge.base_url, caller, public_url=r.bridge.public_url,
-                auth_token=r.bridge.auth_token, tail_s=0.5))
+            good = asyncio.create_task(
+                simulate_call(
+                    r.bridge.base_url,
+                    caller,
+                    public_url=r.bridge.public_url,
+                    auth_token=r.bridge.auth_token,
+                    tail_s=0.5,
+                )
+            )
             for n in range(10, 15):
                 async with stream(r, n) as s:
                     for _ in range(3):
                         await s.media()
                     # Half a masked text frame that announces 1000 bytes, then gone.
                     header = struct.pack("!BB", 0x81, 0x80 | 126) + struct.pack("!H", 1000)
-                    s.ws.transport.write(header + b"\x00" * 4 + b"{\"event\":\"me")
+                    s.ws.transport.write(header + b"\x00" * 4 + b'{"event":"me')
                     s.ws.transport.abort()
                 with contextlib.suppress(ConnectionClosed):
                     await s.ws.wait_closed()
@@ -209,7 +246,7 @@ def test_a_peer_that_vanishes_mid_frame_ends_only_its_own_call():
             assert not open_sessions(r)
             metrics = r.bridge.services.metrics
         assert result.violations == [] and result.closed_by == "caller"
-        score, _ = best_correlation(caller[int(4.6 * 8000):int(8.8 * 8000)], result.heard)
+        score, _ = best_correlation(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
         assert score > 0.9  # the good call heard its echo, undisturbed
         assert metrics.calls_started == 6
 
@@ -222,9 +259,15 @@ def test_a_flood_of_garbage_does_not_disturb_another_call(caplog):
     async def main() -> None:
         async with rig() as r:
             caller = fixture("caller-hello.wav")
-            good = asyncio.create_task(simulate_call(
-                r.bridge.base_url, caller, public_url=r.bridge.public_url,
-                auth_token=r.bridge.auth_token, tail_s=0.5))
+            good = asyncio.create_task(
+                simulate_call(
+                    r.bridge.base_url,
+                    caller,
+                    public_url=r.bridge.public_url,
+                    auth_token=r.bridge.auth_token,
+                    tail_s=0.5,
+                )
+            )
             async with stream(r, 20) as s:
                 for i in range(3000):
                     await s.ws.send(f"garbage {i}" if i % 2 else b"\x00" * 100)
@@ -234,7 +277,7 @@ def test_a_flood_of_garbage_does_not_disturb_another_call(caplog):
                 await closed_within(s.ws, 3.0)
             result = await good
         assert result.violations == []
-        score, _ = best_correlation(caller[int(4.6 * 8000):int(8.8 * 8000)], result.heard)
+        score, _ = best_correlation(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
         assert score > 0.9
 
     asyncio.run(main())
@@ -352,8 +395,11 @@ def test_a_hundred_calls_in_a_row_leave_nothing_behind():
                 await one(r, n)
             await settle(r)
             gc.collect()
-            tasks0, fds0, rss0 = len(asyncio.all_tasks()), len(os.listdir("/proc/self/fd")), (
-                _rss_kib())
+            tasks0, fds0, rss0 = (
+                len(asyncio.all_tasks()),
+                len(os.listdir("/proc/self/fd")),
+                (_rss_kib()),
+            )
             for n in range(10, 110):
                 await one(r, n)
             await settle(r)
@@ -385,18 +431,27 @@ def test_streams_past_max_calls_are_refused():
                     await asyncio.sleep(0.01)
                 # ...so its stream, arriving now, is turned away.
                 headers = {"X-Twilio-Signature": sign(b.auth_token or "", url, {})}
-                async with connect(connect_url(url, b.base_url, b.public_url),
-                                   additional_headers=headers) as ws:
+                async with connect(
+                    connect_url(url, b.base_url, b.public_url), additional_headers=headers
+                ) as ws:
                     await ws.send(messages.connected())
-                    await ws.send(messages.start(1, stream_sid="MZ" + "3" * 32,
-                                                 account_sid=ACCOUNT, call_sid=second_sid,
-                                                 custom_parameters=params))
+                    await ws.send(
+                        messages.start(
+                            1,
+                            stream_sid="MZ" + "3" * 32,
+                            account_sid=ACCOUNT,
+                            call_sid=second_sid,
+                            custom_parameters=params,
+                        )
+                    )
                     assert await closed_within(ws, 3.0) == 1013
                 # A new call at the webhook is answered busy.
                 twiml, _ = await post_voice_webhook(
-                    b.base_url, voice_params("CA" + "4" * 32, ACCOUNT, "+15550001111",
-                                             "+15550002222"),
-                    public_url=b.public_url, auth_token=b.auth_token)
+                    b.base_url,
+                    voice_params("CA" + "4" * 32, ACCOUNT, "+15550001111", "+15550002222"),
+                    public_url=b.public_url,
+                    auth_token=b.auth_token,
+                )
                 assert '<Reject reason="busy"' in twiml
                 await first.stop()
             assert b.services.metrics.calls_started == 1

@@ -30,9 +30,16 @@ class NullModel:
 
 
 def make_runner() -> tuple[CallRunner, SlowLeg]:
-    call = Call(agent=Agent(greeting="", local_barge_in=False), call_sid="CA1",
-                uplink=Uplink("mulaw", 8000), downlink_codec="mulaw", downlink_rate=8000,
-                playout=Playout(8.0, lead_ms=160), now=0.0, greet=False)
+    call = Call(
+        agent=Agent(greeting="", local_barge_in=False),
+        call_sid="CA1",
+        uplink=Uplink("mulaw", 8000),
+        downlink_codec="mulaw",
+        downlink_rate=8000,
+        playout=Playout(8.0, lead_ms=160),
+        now=0.0,
+        greet=False,
+    )
     leg = SlowLeg()
     runner = CallRunner(call, leg, None, metrics=Metrics())  # type: ignore[arg-type]
     runner.model = NullModel()  # type: ignore[assignment]

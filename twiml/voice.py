@@ -51,9 +51,7 @@ _CALL_SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def voice_twiml(
-    *, stream_url: str, parameters: dict[str, str], fallback: str | None = None
-) -> str:
+def voice_twiml(*, stream_url: str, parameters: dict[str, str], fallback: str | None = None) -> str:
     """``<Response><Connect><Stream url=…><Parameter …/>…</Stream></Connect></Response>``.
 
     Twilio goes on to the verbs after ``<Connect>`` when the bridge ends the stream while
@@ -86,9 +84,7 @@ def voice_twiml(
     return str(response)
 
 
-def make_voice_endpoint(
-    settings: Settings, *, now: Callable[[], float] = time.time
-) -> Endpoint:
+def make_voice_endpoint(settings: Settings, *, now: Callable[[], float] = time.time) -> Endpoint:
     """The Starlette endpoint for ``POST /twilio/voice``.
 
     ``now`` is the wall clock used to date stream tokens. With
@@ -137,13 +133,17 @@ def make_voice_endpoint(
         parameters = {name: value for name, value in parameters.items() if value}
         parameters |= {"CallSid": call_sid, "agent": agent.name, "token": token}
         logger.info(
-            "call %s from %s to %s: agent %r", call_sid, mask_number(caller),
-            mask_number(called), agent.name,
+            "call %s from %s to %s: agent %r",
+            call_sid,
+            mask_number(caller),
+            mask_number(called),
+            agent.name,
         )
         return Response(
-            voice_twiml(stream_url=stream_url, parameters=parameters,
-                        fallback=settings.unavailable_message),
-            media_type="text/xml"
+            voice_twiml(
+                stream_url=stream_url, parameters=parameters, fallback=settings.unavailable_message
+            ),
+            media_type="text/xml",
         )
 
     return voice
@@ -210,7 +210,9 @@ async def _read_form(request: Request) -> ImmutableMultiDict[str, str] | Respons
     try:
         # Same decoding as a browser form post: '+' is a space, %XX is UTF-8.
         pairs = parse_qsl(
-            body.decode("ascii"), keep_blank_values=True, errors="strict",
+            body.decode("ascii"),
+            keep_blank_values=True,
+            errors="strict",
             max_num_fields=MAX_FORM_FIELDS,
         )
     except (UnicodeDecodeError, ValueError):

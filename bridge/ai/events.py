@@ -256,8 +256,12 @@ class _Missing(Exception):
 def _parse(kind: str, d: dict[str, Any]) -> ServerEvent:
     match kind:
         case "response.output_audio.delta":
-            return AudioDelta(_str(d, "response_id"), _str(d, "item_id"),
-                              _int(d, "content_index"), _b64(d, "delta"))
+            return AudioDelta(
+                _str(d, "response_id"),
+                _str(d, "item_id"),
+                _int(d, "content_index"),
+                _b64(d, "delta"),
+            )
         case "response.output_audio_transcript.delta":
             return TranscriptDelta(_str(d, "item_id"), _str(d, "delta"))
         case "input_audio_buffer.speech_started":
@@ -269,11 +273,14 @@ def _parse(kind: str, d: dict[str, Any]) -> ServerEvent:
         case "response.output_item.added":
             item = _obj(d, "item")
             role = item.get("role")
-            return OutputItemAdded(_str(d, "response_id"), _str(item, "id"),
-                                   role if isinstance(role, str) else None, _str(item, "type"))
+            return OutputItemAdded(
+                _str(d, "response_id"),
+                _str(item, "id"),
+                role if isinstance(role, str) else None,
+                _str(item, "type"),
+            )
         case "response.output_audio.done":
-            return AudioDone(_str(d, "response_id"), _str(d, "item_id"),
-                             _int(d, "content_index"))
+            return AudioDone(_str(d, "response_id"), _str(d, "item_id"), _int(d, "content_index"))
         case "response.output_audio_transcript.done":
             return TranscriptDone(_str(d, "item_id"), _str(d, "transcript"))
         case "conversation.item.input_audio_transcription.completed":
@@ -281,13 +288,20 @@ def _parse(kind: str, d: dict[str, Any]) -> ServerEvent:
         case "response.done":
             response = _obj(d, "response")
             usage = response.get("usage")
-            return ResponseDone(_str(response, "id"), _str(response, "status"),
-                                usage if isinstance(usage, dict) else {})
+            return ResponseDone(
+                _str(response, "id"),
+                _str(response, "status"),
+                usage if isinstance(usage, dict) else {},
+            )
         case "error":
             error = _obj(d, "error")
-            return ServerError(_str(error, "type"), _opt_str(error, "code"),
-                               _str(error, "message"), _opt_str(error, "event_id"),
-                               _opt_str(error, "param"))
+            return ServerError(
+                _str(error, "type"),
+                _opt_str(error, "code"),
+                _str(error, "message"),
+                _opt_str(error, "event_id"),
+                _opt_str(error, "param"),
+            )
         case "session.created":
             return SessionCreated(_obj(d, "session"))
         case "session.updated":

@@ -59,10 +59,19 @@ def _low(h: Histogram | None) -> dict[str, float]:
     return {"n": h.n, "min_ms": round(h.quantile(0.0), 3), "p1_ms": round(h.quantile(0.01), 3)}
 
 
-def step(kind: str, n: int, start: dict[str, Any], end: dict[str, Any],
-         lives: list[dict[str, Any]], results: list[dict[str, Any]], *,
-         side_cpu_s: float, rss_base_kib: int, after: dict[str, Any] | None = None,
-         foreign_cpu_s: float = math.nan) -> dict[str, Any]:
+def step(
+    kind: str,
+    n: int,
+    start: dict[str, Any],
+    end: dict[str, Any],
+    lives: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    *,
+    side_cpu_s: float,
+    rss_base_kib: int,
+    after: dict[str, Any] | None = None,
+    foreign_cpu_s: float = math.nan,
+) -> dict[str, Any]:
     """Figures of one step from the server's stats at the window's start and end, the
     load processes' ``live`` and ``result`` lines, and the agent+callers' CPU."""
     m = end["metrics"]
@@ -89,7 +98,8 @@ def step(kind: str, n: int, start: dict[str, Any], end: dict[str, Any],
     client_lag = c.get("loop_lag", empty)
     core1 = side_cpu_s / window
     generator_bound = core1 > CORE1_BUSY or (
-        client_lag.n > 0 and client_lag.quantile(0.99) > FRAME_MS)
+        client_lag.n > 0 and client_lag.quantile(0.99) > FRAME_MS
+    )
     problems = []
     if uplink_late or down_late:
         problems.append(f"late frames: {uplink_late} up, {down_late} down")
@@ -122,8 +132,11 @@ def step(kind: str, n: int, start: dict[str, Any], end: dict[str, Any],
         "uplink_jitter_ms": end["uplink_jitter"],
         "loop_lag_ms": end["loop_lag"],
         "gc": {"pause_ms": end["gc_pause"], "collections": end["gc_collections"]},
-        "memory": {"rss_kib": m["rss_kib"], "rss_base_kib": rss_base_kib,
-                   "per_call_kib": round(rss_per_call, 1)},
+        "memory": {
+            "rss_kib": m["rss_kib"],
+            "rss_base_kib": rss_base_kib,
+            "per_call_kib": round(rss_per_call, 1),
+        },
         "frames": {
             "caller_frames_sent": int(c.get("frames_sent", 0)),
             "frames_read": _delta(end, start, "frames_in"),
@@ -163,27 +176,33 @@ def add_ratios(row: dict[str, Any]) -> None:
     row["ratio"] = {
         "cpu_per_call": _ratio(b["cpu"]["ms_per_call_s"], r["cpu"]["ms_per_call_s"]),
         "memory_per_call": _ratio(b["memory"]["per_call_kib"], r["memory"]["per_call_kib"]),
-        "uplink_p99": _ratio(b["latency_ms"]["uplink"]["p99_ms"],
-                             r["latency_ms"]["uplink"]["p99_ms"]),
-        "downlink_p99": _ratio(b["latency_ms"]["downlink"]["p99_ms"],
-                               r["latency_ms"]["downlink"]["p99_ms"]),
+        "uplink_p99": _ratio(
+            b["latency_ms"]["uplink"]["p99_ms"], r["latency_ms"]["uplink"]["p99_ms"]
+        ),
+        "downlink_p99": _ratio(
+            b["latency_ms"]["downlink"]["p99_ms"], r["latency_ms"]["downlink"]["p99_ms"]
+        ),
     }
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     failed = next((row for row in rows if not row["bridge"]["clean"]), None)
-    clean = [row for row in rows if row["bridge"]["clean"]
-             and (failed is None or row["calls"] < failed["calls"])]
+    clean = [
+        row
+        for row in rows
+        if row["bridge"]["clean"] and (failed is None or row["calls"] < failed["calls"])
+    ]
     best = clean[-1] if clean else None
     return {
         "sustained_calls": best["calls"] if best else 0,
         "calls_per_core_estimate": best["bridge"]["cpu"]["calls_per_core"] if best else None,
-        "cpu_ratio_at_sustained": (best.get("ratio") or {}).get("cpu_per_call") if best
-        else None,
+        "cpu_ratio_at_sustained": (best.get("ratio") or {}).get("cpu_per_call") if best else None,
         "first_failing_step": {"calls": failed["calls"], "verdict": failed["bridge"]["verdict"]}
-        if failed else None,
-        "generator_saturated_at": next((row["calls"] for row in rows
-                                        if row["bridge"]["generator"]["saturated"]), None),
+        if failed
+        else None,
+        "generator_saturated_at": next(
+            (row["calls"] for row in rows if row["bridge"]["generator"]["saturated"]), None
+        ),
     }
 
 
@@ -201,41 +220,72 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     res: list[dict[str, Any]] = []
 
     sustained = s.get("sustained_calls", 0)
-    res.append({"target": ">= 200 concurrent calls on one core, no late frames",
-                "measured": f"{sustained} calls clean (largest clean step); "
-                f"~{s.get('calls_per_core_estimate')} calls/core by CPU",
-                "met": sustained >= 200})
+    res.append(
+        {
+            "target": ">= 200 concurrent calls on one core, no late frames",
+            "measured": f"{sustained} calls clean (largest clean step); "
+            f"~{s.get('calls_per_core_estimate')} calls/core by CPU",
+            "met": sustained >= 200,
+        }
+    )
     if at100 is not None:
         b100 = at100["bridge"]
         up = b100["latency_ms"]["uplink"]["p99_ms"]
         down = b100["latency_ms"]["downlink"]["p99_ms"]
         jitter = b100["uplink_jitter_ms"]["p99_ms"]
         # Processing time alone says nothing when frames queue up before it starts.
-        res.append({"target": "added latency p99 <= 5 ms per direction at 100 calls",
-                    "measured": f"processing: uplink {up:.2f} ms, downlink {down:.2f} ms; "
-                    f"uplink jitter (queueing) {jitter:.1f} ms"
-                    + ("" if b100["clean"] else "; the step was not clean"),
-                    "met": max(up, down) <= 5.0 and b100["clean"]})
+        res.append(
+            {
+                "target": "added latency p99 <= 5 ms per direction at 100 calls",
+                "measured": f"processing: uplink {up:.2f} ms, downlink {down:.2f} ms; "
+                f"uplink jitter (queueing) {jitter:.1f} ms"
+                + ("" if b100["clean"] else "; the step was not clean"),
+                "met": max(up, down) <= 5.0 and b100["clean"],
+            }
+        )
         clear = at100["bridge"]["barge_in"]["trigger_to_clear_ms"]["p99_ms"]
-        res.append({"target": "barge-in: clear <= 5 ms after the trigger (p99, 100 calls)",
-                    "measured": f"{clear:.2f} ms" if clear == clear else "no barge-in seen",
-                    "met": clear <= 5.0 if clear == clear else None})
+        res.append(
+            {
+                "target": "barge-in: clear <= 5 ms after the trigger (p99, 100 calls)",
+                "measured": f"{clear:.2f} ms" if clear == clear else "no barge-in seen",
+                "met": clear <= 5.0 if clear == clear else None,
+            }
+        )
     else:
-        res.append({"target": "added latency p99 <= 5 ms per direction at 100 calls",
-                    "measured": "100 calls not run", "met": None})
+        res.append(
+            {
+                "target": "added latency p99 <= 5 ms per direction at 100 calls",
+                "measured": "100 calls not run",
+                "met": None,
+            }
+        )
     if best is not None:
         mem = best["bridge"]["memory"]["per_call_kib"]
-        res.append({"target": "<= 200 KiB RSS per live call",
-                    "measured": f"{mem:.0f} KiB at {best['calls']} calls", "met": mem <= 200})
+        res.append(
+            {
+                "target": "<= 200 KiB RSS per live call",
+                "measured": f"{mem:.0f} KiB at {best['calls']} calls",
+                "met": mem <= 200,
+            }
+        )
         ratio = (best.get("ratio") or {}).get("cpu_per_call", math.nan)
-        res.append({"target": "CPU per call within 1.5x of the minimal relay",
-                    "measured": f"{ratio:.2f}x at {best['calls']} calls"
-                    if ratio == ratio else "no baseline",
-                    "met": ratio <= 1.5 if ratio == ratio else None})
+        res.append(
+            {
+                "target": "CPU per call within 1.5x of the minimal relay",
+                "measured": f"{ratio:.2f}x at {best['calls']} calls"
+                if ratio == ratio
+                else "no baseline",
+                "met": ratio <= 1.5 if ratio == ratio else None,
+            }
+        )
     quality = out.get("quality")
     if quality:
         up, down = quality["uplink"]["streamed"], quality["downlink"]["streamed"]
-        res.append({"target": f"PESQ-NB >= {quality['bar']} both directions (DESIGN.md)",
-                    "measured": f"uplink {up:.2f}, downlink {down:.2f}",
-                    "met": min(up, down) >= quality["bar"]})
+        res.append(
+            {
+                "target": f"PESQ-NB >= {quality['bar']} both directions (DESIGN.md)",
+                "measured": f"uplink {up:.2f}, downlink {down:.2f}",
+                "met": min(up, down) >= quality["bar"],
+            }
+        )
     return res

@@ -63,8 +63,10 @@ GAP_TOLERANCE_S = 0.0005
 BURST_S = 0.002
 LAG_TICK_S = 0.01
 # The exact text ``messages.media`` builds, with the base64 payload encoded once per frame.
-MEDIA = ('{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
-         '"timestamp":"%d","payload":"%s"},"streamSid":"%s"}')
+MEDIA = (
+    '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+    '"timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
+)
 
 
 def media_text(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, b64: str) -> str:
@@ -86,8 +88,10 @@ def caller_frames(wav: Path, pause_s: float = 1.0, *, codec: str = "mulaw") -> l
         size = FRAME_BYTES * 3 * 2
     else:
         wire, size = ulaw_encode(pcm), FRAME_BYTES
-    return [binascii.b2a_base64(wire[i : i + size], newline=False).decode()
-            for i in range(0, len(wire) - size + 1, size)]
+    return [
+        binascii.b2a_base64(wire[i : i + size], newline=False).decode()
+        for i in range(0, len(wire) - size + 1, size)
+    ]
 
 
 # --------------------------------------------------------------------------- figures
@@ -237,18 +241,25 @@ class LeanCaller:
     async def _setup(self, cfg: dict[str, Any]) -> ClientConnection:
         base_url, public_url, token = cfg["base_url"], cfg["public_url"], cfg["auth_token"]
         params = voice_params(self.call_sid, self.account_sid, "+15550001111", "+15550002222")
-        twiml, _ = await post_voice_webhook(base_url, params, public_url=public_url,
-                                            auth_token=token, timeout=30.0)
+        twiml, _ = await post_voice_webhook(
+            base_url, params, public_url=public_url, auth_token=token, timeout=30.0
+        )
         target = parse_twiml(twiml, request_url=public_url + VOICE_PATH, require_wss=False)
         self.parameters = target.parameters
         headers = {"User-Agent": "Twilio.TmeWs/1.0"}
         if token:
             headers["X-Twilio-Signature"] = sign(token, target.url, {})
         try:
-            return await connect(connect_url(target.url, base_url, public_url),
-                                 additional_headers=headers, compression=None, proxy=None,
-                                 ping_interval=None, max_size=4 * 2**20, close_timeout=2.0,
-                                 user_agent_header=None)
+            return await connect(
+                connect_url(target.url, base_url, public_url),
+                additional_headers=headers,
+                compression=None,
+                proxy=None,
+                ping_interval=None,
+                max_size=4 * 2**20,
+                close_timeout=2.0,
+                user_agent_header=None,
+            )
         except InvalidStatus as exc:
             raise StreamRejected(f"media handshake refused: {exc.response.status_code}") from exc
         except (InvalidHandshake, TimeoutError) as exc:
@@ -263,9 +274,15 @@ class LeanCaller:
         group = self.group
         sid = self.stream_sid
         await ws.send(messages.connected())
-        await ws.send(messages.start(self._next_seq(), stream_sid=sid,
-                                     account_sid=self.account_sid, call_sid=self.call_sid,
-                                     custom_parameters=self.parameters))
+        await ws.send(
+            messages.start(
+                self._next_seq(),
+                stream_sid=sid,
+                account_sid=self.account_sid,
+                call_sid=self.call_sid,
+                custom_parameters=self.parameters,
+            )
+        )
         t0 = loop.time()
         group.started(True)
         receiver = asyncio.create_task(self._receive(ws))
@@ -288,9 +305,14 @@ class LeanCaller:
                 await asyncio.sleep(max(0.0, t0 + (k + 1) * FRAME_S - loop.time()))
             if not self.closed:
                 self.hanging_up = True
-                await ws.send(messages.stop(self._next_seq(), stream_sid=sid,
-                                            account_sid=self.account_sid,
-                                            call_sid=self.call_sid))
+                await ws.send(
+                    messages.stop(
+                        self._next_seq(),
+                        stream_sid=sid,
+                        account_sid=self.account_sid,
+                        call_sid=self.call_sid,
+                    )
+                )
                 await ws.close(1000)
         except ConnectionClosed:
             pass
@@ -383,9 +405,17 @@ async def run(cfg: dict[str, Any]) -> int:
     if tasks:
         await asyncio.wait(tasks, timeout=15.0)
     watcher.cancel()
-    _say({"event": "result", "stats": result.dump(), "calls": n, "streaming": group.streaming,
-          "setup_failed": group.setup_failed, "closed_by_server": group.closed_by_server,
-          "failures": group.failures})
+    _say(
+        {
+            "event": "result",
+            "stats": result.dump(),
+            "calls": n,
+            "streaming": group.streaming,
+            "setup_failed": group.setup_failed,
+            "closed_by_server": group.closed_by_server,
+            "failures": group.failures,
+        }
+    )
     return 0
 
 

@@ -51,12 +51,17 @@ class Proc:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def spawn(cls, name: str, args: list[str], env: dict[str, str] | None = None,
-              stdin: bool = False) -> Proc:
+    def spawn(
+        cls, name: str, args: list[str], env: dict[str, str] | None = None, stdin: bool = False
+    ) -> Proc:
         popen = subprocess.Popen(
-            [sys.executable, *args], stdout=subprocess.PIPE, text=True, env=env,
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            preexec_fn=_die_with_parent,
+        )
         proc = cls(name, popen)
         threading.Thread(target=proc._pump, daemon=True).start()
         return proc
@@ -144,8 +149,9 @@ class Target:
     rss_base_kib: int = 0
 
     def _call(self, method: str, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(self.base_url + path, method=method,
-                                         data=b"" if method == "POST" else None)
+        request = urllib.request.Request(
+            self.base_url + path, method=method, data=b"" if method == "POST" else None
+        )
         with _NO_PROXY.open(request, timeout=60.0) as response:
             body: dict[str, Any] = json.loads(response.read())
         return body
@@ -171,8 +177,9 @@ class Bench:
 
     # ------------------------------------------------------------------ processes
 
-    def _module(self, module: str, *extra: str, env: dict[str, str] | None = None,
-                stdin: bool = False) -> Proc:
+    def _module(
+        self, module: str, *extra: str, env: dict[str, str] | None = None, stdin: bool = False
+    ) -> Proc:
         proc = Proc.spawn(module.rsplit(".", 1)[1], ["-m", module, *extra], env, stdin)
         self.procs.append(proc)
         return proc
@@ -185,17 +192,25 @@ class Bench:
 
     def start_server(self, kind: str, model_url: str) -> Target:
         token = secrets.token_hex(16) if kind == "bridge" else None
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PUBLIC_URL", "AGENTS_FILE", "HOST", "PORT")}
-        env.update(OPENAI_API_KEY="local-bench", OPENAI_REALTIME_URL=model_url,
-                   LOG_LEVEL="WARNING", MAX_CALLS=str(max(1000, 2 * max(self.steps()))))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PUBLIC_URL", "AGENTS_FILE", "HOST", "PORT")
+        }
+        env.update(
+            OPENAI_API_KEY="local-bench",
+            OPENAI_REALTIME_URL=model_url,
+            LOG_LEVEL="WARNING",
+            MAX_CALLS=str(max(1000, 2 * max(self.steps()))),
+        )
         if token:
             env["TWILIO_AUTH_TOKEN"] = token
         else:
             env.pop("TWILIO_AUTH_TOKEN", None)
         extra = ["--cpu", str(self.cpus[0])] if self.cpus else []
-        proc = self._module("bridge.bench.server", "--kind", kind, "--model-url", model_url,
-                            *extra, env=env)
+        proc = self._module(
+            "bridge.bench.server", "--kind", kind, "--model-url", model_url, *extra, env=env
+        )
         proc.info = proc.expect(60)
         return Target(kind, proc, f"http://127.0.0.1:{proc.info['port']}", token)
 
@@ -216,18 +231,24 @@ class Bench:
                 steps.append(a.ceiling)
         return steps
 
-    def run_step(self, target: Target, n: int, duration: float,
-                 profile: bool = False) -> dict[str, Any]:
+    def run_step(
+        self, target: Target, n: int, duration: float, profile: bool = False
+    ) -> dict[str, Any]:
         a = self.args
         per_proc = _split(n, a.load_procs)
         loads = []
         for i, calls in enumerate(per_proc):
-            cfg = {"base_url": target.base_url, "public_url": target.base_url,
-                   "auth_token": target.auth_token, "calls": calls,
-                   "stagger_s": len(per_proc) / a.ramp_rate, "seed": n * 100 + i,
-                   "caller_wav": str(a.caller),
-                   "codec": "pcm24" if target.kind == "relay" else "mulaw",
-                   "cpu": self.cpus[1] if self.cpus else None}
+            cfg = {
+                "base_url": target.base_url,
+                "public_url": target.base_url,
+                "auth_token": target.auth_token,
+                "calls": calls,
+                "stagger_s": len(per_proc) / a.ramp_rate,
+                "seed": n * 100 + i,
+                "caller_wav": str(a.caller),
+                "codec": "pcm24" if target.kind == "relay" else "mulaw",
+                "cpu": self.cpus[1] if self.cpus else None,
+            }
             loads.append(self._module("bridge.bench.load", json.dumps(cfg), stdin=True))
         try:
             lives = [p.expect(60 + n / a.ramp_rate * 2) for p in loads]
@@ -258,11 +279,18 @@ class Bench:
                 p.stop()
                 self.procs.remove(p)
         target.wait_idle()
-        step = figures.step(target.kind, n, start, end, lives, results,
-                            side_cpu_s=side_b - side_a, rss_base_kib=target.rss_base_kib,
-                            after=target.stats(),
-                            foreign_cpu_s=max(0.0, (busy_b - busy_a) - (side_b - side_a)
-                                              - (ours_b - ours_a)))
+        step = figures.step(
+            target.kind,
+            n,
+            start,
+            end,
+            lives,
+            results,
+            side_cpu_s=side_b - side_a,
+            rss_base_kib=target.rss_base_kib,
+            after=target.stats(),
+            foreign_cpu_s=max(0.0, (busy_b - busy_a) - (side_b - side_a) - (ours_b - ours_a)),
+        )
         if prof is not None:
             step["profile"] = prof
         return step
@@ -303,9 +331,11 @@ class Bench:
     def run(self) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {"machine": _machine(self.cpus), "config": _config(a, self.steps())}
-        _log(f"bridge bench: steps {self.steps()} calls, {a.duration:g} s each, server on "
-             f"CPU {self.cpus[0] if self.cpus else 'any'}, agent and callers on CPU "
-             f"{self.cpus[1] if self.cpus else 'any'}")
+        _log(
+            f"bridge bench: steps {self.steps()} calls, {a.duration:g} s each, server on "
+            f"CPU {self.cpus[0] if self.cpus else 'any'}, agent and callers on CPU "
+            f"{self.cpus[1] if self.cpus else 'any'}"
+        )
         model_url = self.start_agent()
         targets = [self.start_server("bridge", model_url)]
         if not a.no_baseline:
@@ -327,8 +357,7 @@ class Bench:
             n = out["summary"]["sustained_calls"] or 1
             _log(f"profiling the bridge at {n} calls for {a.profile_duration:g} s (cProfile)")
             prof_step = self.run_step(targets[0], n, a.profile_duration, profile=True)
-            out["profile"] = {"calls": n, "seconds": a.profile_duration,
-                              **prof_step.pop("profile")}
+            out["profile"] = {"calls": n, "seconds": a.profile_duration, **prof_step.pop("profile")}
         if not a.no_quality:
             from bridge.bench.quality import measure
 
@@ -359,16 +388,28 @@ def _machine(cpus: tuple[int, int] | None) -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "platform": platform.platform(),
-            "pinned": {"server": cpus[0], "agent_and_callers": cpus[1]} if cpus else None}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "pinned": {"server": cpus[0], "agent_and_callers": cpus[1]} if cpus else None,
+    }
 
 
 def _config(a: argparse.Namespace, steps: list[int]) -> dict[str, Any]:
-    return {"steps": steps, "duration_s": a.duration, "settle_s": a.settle,
-            "ramp_rate_calls_per_s": a.ramp_rate, "load_processes": a.load_procs,
-            "caller": Path(a.caller).name, "baseline": not a.no_baseline,
-            "retries_on_noise": a.retries, "refine": a.refine}
+    return {
+        "steps": steps,
+        "duration_s": a.duration,
+        "settle_s": a.settle,
+        "ramp_rate_calls_per_s": a.ramp_rate,
+        "load_processes": a.load_procs,
+        "caller": Path(a.caller).name,
+        "baseline": not a.no_baseline,
+        "retries_on_noise": a.retries,
+        "refine": a.refine,
+    }
 
 
 def _log(text: str) -> None:
@@ -386,39 +427,85 @@ def _int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bridge bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=_int_list, default=list(DEFAULT_STEPS),
-                   help="concurrent calls per step (default: %(default)s)")
-    p.add_argument("--ceiling", type=int, default=None,
-                   help="keep doubling past the last step up to this many calls")
-    p.add_argument("--duration", type=float, default=20.0,
-                   help="seconds measured per step, once every call streams (default: 20)")
-    p.add_argument("--settle", type=float, default=1.0,
-                   help="seconds between the last call starting and the window (default: 1)")
-    p.add_argument("--ramp-rate", type=float, default=50.0,
-                   help="calls started per second (default: 50)")
-    p.add_argument("--refine", type=int, default=1,
-                   help="extra steps bisecting between the last clean and the first failing "
-                   "step (default: 1)")
-    p.add_argument("--retries", type=int, default=1,
-                   help="run a step again when it was not clean while other processes on "
-                   "the machine were busy (default: 1)")
+    p = argparse.ArgumentParser(
+        prog="bridge bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--steps",
+        type=_int_list,
+        default=list(DEFAULT_STEPS),
+        help="concurrent calls per step (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ceiling",
+        type=int,
+        default=None,
+        help="keep doubling past the last step up to this many calls",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=20.0,
+        help="seconds measured per step, once every call streams (default: 20)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds between the last call starting and the window (default: 1)",
+    )
+    p.add_argument(
+        "--ramp-rate", type=float, default=50.0, help="calls started per second (default: 50)"
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        help="extra steps bisecting between the last clean and the first failing step (default: 1)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="run a step again when it was not clean while other processes on "
+        "the machine were busy (default: 1)",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
-    p.add_argument("--caller", type=Path, default=FIXTURES / "caller-barge-in.wav",
-                   help="8 kHz mono WAV every caller plays, looped (default: %(default)s)")
-    p.add_argument("--json", type=Path, default=Path("out/bench.json"),
-                   help="where to write every figure (default: %(default)s)")
-    p.add_argument("--markdown", type=Path, default=None,
-                   help="also write the result tables as Markdown (for the README)")
-    p.add_argument("--profile-duration", type=float, default=10.0,
-                   help="seconds of cProfile at the highest clean step (default: 10)")
+    p.add_argument(
+        "--caller",
+        type=Path,
+        default=FIXTURES / "caller-barge-in.wav",
+        help="8 kHz mono WAV every caller plays, looped (default: %(default)s)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=Path("out/bench.json"),
+        help="where to write every figure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="also write the result tables as Markdown (for the README)",
+    )
+    p.add_argument(
+        "--profile-duration",
+        type=float,
+        default=10.0,
+        help="seconds of cProfile at the highest clean step (default: 10)",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the profile")
     p.add_argument("--no-baseline", action="store_true", help="skip the minimal relay")
     p.add_argument("--no-quality", action="store_true", help="skip the PESQ figures")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    p.add_argument("--quick", action="store_true",
-                   help="1 and 2 calls for a few seconds: checks the bench works, not speed")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 and 2 calls for a few seconds: checks the bench works, not speed",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.duration, args.settle = [1, 2], 3.0, 0.5
@@ -439,8 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
     print(report.render_text(result))
     if "profile" in result:
-        print("\nWhere the bridge's CPU goes at "
-              f"{result['profile']['calls']} calls:\n" + render_profile(result["profile"]))
+        print(
+            "\nWhere the bridge's CPU goes at "
+            f"{result['profile']['calls']} calls:\n" + render_profile(result["profile"])
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report.jsonable(result), indent=1) + "\n")
     print(f"\nAll figures: {args.json}")
@@ -449,4 +538,3 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(report.render_markdown(result))
         print(f"Markdown tables: {args.markdown}")
     return 0
-

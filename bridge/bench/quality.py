@@ -53,13 +53,17 @@ def _pesq_nb(ref: np.ndarray, deg: np.ndarray) -> float:
 
 def uplink_scores(speech_8k: np.ndarray, seed: int = SEED) -> dict[str, float]:
     payload = ulaw_encode(speech_8k)
-    reference = resample_offline(resample_offline(ulaw_decode(payload), 8000, 24000),
-                                 24000, 8000)
+    reference = resample_offline(resample_offline(ulaw_decode(payload), 8000, 24000), 24000, 8000)
     uplink = Uplink("mulaw", 8000)
-    streamed = pcm16(b"".join(uplink.decode(c) for c in random_chunks(payload, seed, 1, 400))
-                    + uplink.flush())
-    naive = np.concatenate([naive_chunk_resample(ulaw_decode(c), 8000, 24000)
-                            for c in random_chunks(payload, seed, 1, 400)])
+    streamed = pcm16(
+        b"".join(uplink.decode(c) for c in random_chunks(payload, seed, 1, 400)) + uplink.flush()
+    )
+    naive = np.concatenate(
+        [
+            naive_chunk_resample(ulaw_decode(c), 8000, 24000)
+            for c in random_chunks(payload, seed, 1, 400)
+        ]
+    )
     return {
         "streamed": _pesq_nb(reference, resample_offline(streamed, 24000, 8000)),
         "naive": _pesq_nb(reference, resample_offline(naive, 24000, 8000)),
@@ -70,10 +74,15 @@ def downlink_scores(speech_24k: np.ndarray, seed: int = SEED) -> dict[str, float
     data = speech_24k.astype("<i2").tobytes()
     reference = ulaw_decode(ulaw_encode(resample_offline(speech_24k, 24000, 8000)))
     downlink = Downlink("mulaw", 8000)
-    streamed = ulaw_decode(b"".join(downlink.encode(c) for c in random_chunks(data, seed, 2, 4000))
-                           + downlink.flush())
-    naive = ulaw_decode(b"".join(ulaw_encode(naive_chunk_resample(pcm16(c), 24000, 8000))
-                                 for c in random_chunks(data, seed, 2, 4000)))
+    streamed = ulaw_decode(
+        b"".join(downlink.encode(c) for c in random_chunks(data, seed, 2, 4000)) + downlink.flush()
+    )
+    naive = ulaw_decode(
+        b"".join(
+            ulaw_encode(naive_chunk_resample(pcm16(c), 24000, 8000))
+            for c in random_chunks(data, seed, 2, 4000)
+        )
+    )
     return {"streamed": _pesq_nb(reference, streamed), "naive": _pesq_nb(reference, naive)}
 
 

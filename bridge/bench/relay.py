@@ -37,8 +37,10 @@ from bridge.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-         '<Stream url="ws://{host}/twilio/media"/></Connect></Response>')
+TWIML = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+    '<Stream url="ws://{host}/twilio/media"/></Connect></Response>'
+)
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -54,11 +56,13 @@ class Relay:
         self.metrics = Metrics()
         self.calls: set[asyncio.Task[Any]] = set()
         self.draining = False
-        self.app = Starlette(routes=[
-            Route("/twilio/voice", self.voice, methods=["POST"]),
-            WebSocketRoute("/twilio/media", self.media),
-            Route("/metrics", self.metrics_json),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/twilio/voice", self.voice, methods=["POST"]),
+                WebSocketRoute("/twilio/media", self.media),
+                Route("/metrics", self.metrics_json),
+            ]
+        )
 
     async def voice(self, request: Request) -> Response:
         host = request.headers.get("host", "127.0.0.1")
@@ -77,8 +81,9 @@ class Relay:
             return
         s = self.settings
         try:
-            model = await connect_realtime(self.model_url, s.openai_realtime_model,
-                                           s.openai_api_key)
+            model = await connect_realtime(
+                self.model_url, s.openai_realtime_model, s.openai_api_key
+            )
         except BridgeError as exc:
             logger.warning("relay: %s", exc)
             await ws.close(1011)
@@ -90,8 +95,10 @@ class Relay:
         self.calls.add(task)
         metrics.calls_active = len(self.calls)
         await model.send(_dumps(rt.session_update(Agent())))
-        tasks = [asyncio.create_task(self._uplink(ws, model)),
-                 asyncio.create_task(self._downlink(ws, model, stream_sid))]
+        tasks = [
+            asyncio.create_task(self._uplink(ws, model)),
+            asyncio.create_task(self._downlink(ws, model, stream_sid)),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if any(t.exception() is not None for t in done):
@@ -119,8 +126,9 @@ class Relay:
             event = data.get("event")
             if event == "media":
                 metrics.frames_in += 1
-                await model.send(_dumps({"type": "input_audio_buffer.append",
-                                         "audio": data["media"]["payload"]}))
+                await model.send(
+                    _dumps({"type": "input_audio_buffer.append", "audio": data["media"]["payload"]})
+                )
                 metrics.uplink.add((time.monotonic() - now) * 1000)
             elif event == "stop":
                 return
@@ -133,8 +141,15 @@ class Relay:
                 event = json.loads(message)
                 kind = event.get("type")
                 if kind == "response.output_audio.delta":
-                    await ws.send_text(_dumps({"event": "media", "streamSid": stream_sid,
-                                               "media": {"payload": event["delta"]}}))
+                    await ws.send_text(
+                        _dumps(
+                            {
+                                "event": "media",
+                                "streamSid": stream_sid,
+                                "media": {"payload": event["delta"]},
+                            }
+                        )
+                    )
                     metrics.downlink.add((time.monotonic() - now) * 1000)
                 elif kind == "error":
                     metrics.model_errors += 1

@@ -20,12 +20,14 @@ def _pmm(h: dict[str, Any]) -> str:
 
 def progress_line(s: dict[str, Any]) -> str:
     lat = s["latency_ms"]
-    return (f"  {s['calls']:>4} calls {s['kind']:<6} CPU {s['cpu']['core_load'] * 100:5.1f}% "
-            f"({_f(s['cpu']['ms_per_call_s'], '.2f')} ms/call-s), "
-            f"up p99 {_f(lat['uplink']['p99_ms'])} ms, down p99 {_f(lat['downlink']['p99_ms'])}"
-            f" ms, RSS/call {_f(s['memory']['per_call_kib'], '.0f')} KiB, "
-            f"agent+callers CPU {s['generator']['cpu_load_agent_and_callers'] * 100:.0f}%: "
-            f"{s['verdict']}")
+    return (
+        f"  {s['calls']:>4} calls {s['kind']:<6} CPU {s['cpu']['core_load'] * 100:5.1f}% "
+        f"({_f(s['cpu']['ms_per_call_s'], '.2f')} ms/call-s), "
+        f"up p99 {_f(lat['uplink']['p99_ms'])} ms, down p99 {_f(lat['downlink']['p99_ms'])}"
+        f" ms, RSS/call {_f(s['memory']['per_call_kib'], '.0f')} KiB, "
+        f"agent+callers CPU {s['generator']['cpu_load_agent_and_callers'] * 100:.0f}%: "
+        f"{s['verdict']}"
+    )
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
@@ -38,23 +40,51 @@ def _rows(result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], 
     return out
 
 
-COST_HEAD = ["calls", "server", "CPU load", "CPU ms per call-s", "x relay", "calls/core",
-             "RSS KiB/call", "x relay", "late frames up/down", "errors", "abnormal ends",
-             "agent+callers CPU", "other CPU", "verdict"]
-LATENCY_HEAD = ["calls", "server", "uplink p50/p99/max", "x relay p99",
-                "downlink p50/p99/max", "x relay p99", "trigger→clear p50/p99 (n)",
-                "uplink jitter p99/max", "loop lag p99/max", "downlink headroom min"]
+COST_HEAD = [
+    "calls",
+    "server",
+    "CPU load",
+    "CPU ms per call-s",
+    "x relay",
+    "calls/core",
+    "RSS KiB/call",
+    "x relay",
+    "late frames up/down",
+    "errors",
+    "abnormal ends",
+    "agent+callers CPU",
+    "other CPU",
+    "verdict",
+]
+LATENCY_HEAD = [
+    "calls",
+    "server",
+    "uplink p50/p99/max",
+    "x relay p99",
+    "downlink p50/p99/max",
+    "x relay p99",
+    "trigger→clear p50/p99 (n)",
+    "uplink jitter p99/max",
+    "loop lag p99/max",
+    "downlink headroom min",
+]
 
 
 def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
     f = s["frames"]
     down = "-" if s["kind"] == "relay" else str(f["downlink_late_frames"])
     return [
-        str(row["calls"]), s["kind"], f"{s['cpu']['core_load'] * 100:.1f}%",
-        _f(s["cpu"]["ms_per_call_s"], ".3f"), _f(ratio.get("cpu_per_call"), ".2f"),
-        _f(s["cpu"]["calls_per_core"], ".0f"), _f(s["memory"]["per_call_kib"], ".0f"),
-        _f(ratio.get("memory_per_call"), ".2f"), f"{f['uplink_late']}/{down}",
-        str(sum(s["errors"].values())), str(sum(s["abnormal"].values())),
+        str(row["calls"]),
+        s["kind"],
+        f"{s['cpu']['core_load'] * 100:.1f}%",
+        _f(s["cpu"]["ms_per_call_s"], ".3f"),
+        _f(ratio.get("cpu_per_call"), ".2f"),
+        _f(s["cpu"]["calls_per_core"], ".0f"),
+        _f(s["memory"]["per_call_kib"], ".0f"),
+        _f(ratio.get("memory_per_call"), ".2f"),
+        f"{f['uplink_late']}/{down}",
+        str(sum(s["errors"].values())),
+        str(sum(s["abnormal"].values())),
         f"{s['generator']['cpu_load_agent_and_callers'] * 100:.0f}%",
         f"{_f(s.get('other_processes_cpu_load', math.nan) * 100, '.0f')}%",
         "clean" if s["clean"] else "NOT clean",
@@ -64,14 +94,21 @@ def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -
 def _latency_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
     lat = s["latency_ms"]
     clear = s["barge_in"]["trigger_to_clear_ms"]
-    clear_text = (f"{_f(clear['p50_ms'])} / {_f(clear['p99_ms'])} ({clear['n']})"
-                  if clear.get("n") else "-")
+    clear_text = (
+        f"{_f(clear['p50_ms'])} / {_f(clear['p99_ms'])} ({clear['n']})" if clear.get("n") else "-"
+    )
     jit, lag = s["uplink_jitter_ms"], s["loop_lag_ms"]
     head = s["frames"]["downlink_headroom"]
     return [
-        str(row["calls"]), s["kind"], _pmm(lat["uplink"]), _f(ratio.get("uplink_p99")),
-        _pmm(lat["downlink"]), _f(ratio.get("downlink_p99")), clear_text,
-        f"{_f(jit['p99_ms'])} / {_f(jit['max_ms'])}", f"{_f(lag['p99_ms'])} / {_f(lag['max_ms'])}",
+        str(row["calls"]),
+        s["kind"],
+        _pmm(lat["uplink"]),
+        _f(ratio.get("uplink_p99")),
+        _pmm(lat["downlink"]),
+        _f(ratio.get("downlink_p99")),
+        clear_text,
+        f"{_f(jit['p99_ms'])} / {_f(jit['max_ms'])}",
+        f"{_f(lag['p99_ms'])} / {_f(lag['max_ms'])}",
         "-" if s["kind"] == "relay" else _f(head["min_ms"], ".0f") + " ms",
     ]
 
@@ -92,15 +129,22 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 def _machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
     pinned = m.get("pinned")
-    where = (f"server pinned to CPU {pinned['server']}, local agent and callers on CPU "
-             f"{pinned['agent_and_callers']}" if pinned else "no CPU pinning")
-    return (f"{m['cpus']} CPUs ({m['cpu_model'] or 'unknown CPU'}), {m['implementation']} "
-            f"{m['python']}, {m['platform']}; {where}")
+    where = (
+        f"server pinned to CPU {pinned['server']}, local agent and callers on CPU "
+        f"{pinned['agent_and_callers']}"
+        if pinned
+        else "no CPU pinning"
+    )
+    return (
+        f"{m['cpus']} CPUs ({m['cpu_model'] or 'unknown CPU'}), {m['implementation']} "
+        f"{m['python']}, {m['platform']}; {where}"
+    )
 
 
 def _quality_rows(q: dict[str, Any]) -> list[list[str]]:
-    return [[d, _f(q[d]["streamed"]), _f(q[d]["naive"]), _f(q["bar"])]
-            for d in ("uplink", "downlink")]
+    return [
+        [d, _f(q[d]["streamed"]), _f(q[d]["naive"]), _f(q["bar"])] for d in ("uplink", "downlink")
+    ]
 
 
 QUALITY_HEAD = ["direction", "bridge (streamed)", "naive per-chunk", "bar"]
@@ -115,20 +159,30 @@ def render_text(result: dict[str, Any]) -> str:
     rows = _rows(result)
     c = result["config"]
     parts = [
-        "", f"Machine: {_machine_line(result)}",
+        "",
+        f"Machine: {_machine_line(result)}",
         f"Each step: {c['duration_s']:g} s measured with every call live; callers play "
         f"{c['caller']} looped (talk, listen, interrupt), 20 ms μ-law frames in real time.",
-        "", "Load and cost", _text_table(COST_HEAD, [_cost_cells(*r) for r in rows]),
-        "", "Latency added by the server (ms)",
+        "",
+        "Load and cost",
+        _text_table(COST_HEAD, [_cost_cells(*r) for r in rows]),
+        "",
+        "Latency added by the server (ms)",
         _text_table(LATENCY_HEAD, [_latency_cells(*r) for r in rows]),
     ]
     if "quality" in result:
-        parts += ["", f"Audio quality, PESQ-NB against ideal offline conversion "
-                  f"({result['quality']['chunking']})",
-                  _text_table(QUALITY_HEAD, _quality_rows(result["quality"]))]
+        parts += [
+            "",
+            f"Audio quality, PESQ-NB against ideal offline conversion "
+            f"({result['quality']['chunking']})",
+            _text_table(QUALITY_HEAD, _quality_rows(result["quality"])),
+        ]
     s = result.get("summary", {})
-    parts += ["", f"Sustained: {s.get('sustained_calls')} concurrent calls with no late frame; "
-              f"~{_f(s.get('calls_per_core_estimate'), '.0f')} calls per core by CPU."]
+    parts += [
+        "",
+        f"Sustained: {s.get('sustained_calls')} concurrent calls with no late frame; "
+        f"~{_f(s.get('calls_per_core_estimate'), '.0f')} calls per core by CPU.",
+    ]
     if s.get("first_failing_step"):
         fail = s["first_failing_step"]
         parts.append(f"First step that was not clean: {fail['calls']} calls: {fail['verdict']}")
@@ -138,9 +192,14 @@ def render_text(result: dict[str, Any]) -> str:
 
 def render_markdown(result: dict[str, Any]) -> str:
     rows = _rows(result)
-    parts = [f"Machine: {_machine_line(result)}.", "",
-             _md_table(COST_HEAD, [_cost_cells(*r) for r in rows]), "",
-             _md_table(LATENCY_HEAD, [_latency_cells(*r) for r in rows]), ""]
+    parts = [
+        f"Machine: {_machine_line(result)}.",
+        "",
+        _md_table(COST_HEAD, [_cost_cells(*r) for r in rows]),
+        "",
+        _md_table(LATENCY_HEAD, [_latency_cells(*r) for r in rows]),
+        "",
+    ]
     if "quality" in result:
         parts += [_md_table(QUALITY_HEAD, _quality_rows(result["quality"])), ""]
     parts += [_md_table(["target", "measured", "verdict"], _target_rows(result)), ""]

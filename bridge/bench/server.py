@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("bridge", "relay"), default="bridge")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     parser.add_argument("--model-url", required=True, help="Realtime endpoint (local agent)")
-    parser.add_argument("--ws", default=None,
-                        help="uvicorn websocket implementation (default: what serve uses)")
+    parser.add_argument(
+        "--ws", default=None, help="uvicorn websocket implementation (default: what serve uses)"
+    )
     args = parser.parse_args(argv)
     pin(args.cpu)
     # The event loop `bridge serve` gets from uvicorn: uvloop where it is installed.
@@ -61,9 +62,11 @@ async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
     if env.get("TWILIO_AUTH_TOKEN"):
         env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
     settings = Settings.from_env(env, env_file=None)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
     app: Any
+    services: Any
     if kind == "bridge":
         from bridge.app import create_app
 

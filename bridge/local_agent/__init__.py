@@ -19,5 +19,10 @@ from bridge.local_agent.server import (
     serve_local_agent,
 )
 
-__all__ = ["GREETING_TRANSCRIPT", "AgentSession", "LocalAgentServer", "load_greeting",
-           "serve_local_agent"]
+__all__ = [
+    "GREETING_TRANSCRIPT",
+    "AgentSession",
+    "LocalAgentServer",
+    "load_greeting",
+    "serve_local_agent",
+]

@@ -53,7 +53,7 @@ class InputAudio:
         lo, hi = max(start, self._origin), min(end, self.samples_in)
         if hi <= lo:
             return b""
-        return bytes(self._buf[(lo - self._origin) * 2:(hi - self._origin) * 2])
+        return bytes(self._buf[(lo - self._origin) * 2 : (hi - self._origin) * 2])
 
     def committed(self, end: int) -> None:
         self.uncommitted_from = max(self.uncommitted_from, end)
@@ -68,13 +68,14 @@ class InputAudio:
         (or the pre-roll while idle); without, everything committed (and the oldest beyond
         the cap)."""
         if not vad_on:
-            keep = max(self.uncommitted_from,
-                       self.samples_in - MAX_MANUAL_BUFFER_MS * SAMPLES_PER_MS)
+            keep = max(
+                self.uncommitted_from, self.samples_in - MAX_MANUAL_BUFFER_MS * SAMPLES_PER_MS
+            )
         elif speaking_from_ms is not None:
             keep = speaking_from_ms * SAMPLES_PER_MS
         else:
             keep = self.samples_in - (self.vad.prefix_padding_ms + _PRE_ROLL_MS) * SAMPLES_PER_MS
         drop = keep - self._origin
         if drop > _TRIM_SLACK_MS * SAMPLES_PER_MS:
-            del self._buf[:drop * 2]
+            del self._buf[: drop * 2]
             self._origin = keep

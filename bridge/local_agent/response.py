@@ -39,8 +39,14 @@ class Item:
             content = [{"type": "input_audio", "transcript": self.transcript}]
         elif self.status != "in_progress":
             content = [{"type": "output_audio", "transcript": self.transcript}]
-        return {"id": self.id, "object": "realtime.item", "type": "message",
-                "status": self.status, "role": self.role, "content": content}
+        return {
+            "id": self.id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": self.status,
+            "role": self.role,
+            "content": content,
+        }
 
 
 @dataclass
@@ -51,8 +57,15 @@ class Chunk:
     text: str  # transcript delta sent just before this audio
 
 
-def schedule(pcm: bytes, transcript: str, *, start: float, speedup: float,
-             chunk_ms: tuple[int, int], rng: random.Random) -> list[Chunk]:
+def schedule(
+    pcm: bytes,
+    transcript: str,
+    *,
+    start: float,
+    speedup: float,
+    chunk_ms: tuple[int, int],
+    rng: random.Random,
+) -> list[Chunk]:
     """Cut the audio in chunks of random length within ``chunk_ms`` (whole samples), each
     due when ``speedup`` times real time reaches it; spread the transcript words over them."""
     samples = len(pcm) // 2
@@ -67,8 +80,10 @@ def schedule(pcm: bytes, transcript: str, *, start: float, speedup: float,
     words = transcript.split()
     for j, word in enumerate(words if bounds else []):
         texts[j * len(bounds) // len(words)] += word if j == 0 else " " + word
-    return [Chunk(start + a / 24000 / speedup, a * 2, b * 2, text)
-            for (a, b), text in zip(bounds, texts, strict=True)]
+    return [
+        Chunk(start + a / 24000 / speedup, a * 2, b * 2, text)
+        for (a, b), text in zip(bounds, texts, strict=True)
+    ]
 
 
 @dataclass
@@ -96,18 +111,30 @@ class SpokenResponse:
         return self.chunks[self.next].due if self.next < len(self.chunks) else None
 
     def _where(self) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": self.item.id, "output_index": 0,
-                "content_index": 0}
+        return {
+            "response_id": self.id,
+            "item_id": self.item.id,
+            "output_index": 0,
+            "content_index": 0,
+        }
 
     def opening(self, emit: Emit, previous_item_id: str | None) -> list[dict[str, Any]]:
         return [
             emit("response.created", response=self.wire("in_progress")),
-            emit("response.output_item.added", response_id=self.id, output_index=0,
-                 item=self.item.wire()),
-            emit("conversation.item.added", previous_item_id=previous_item_id,
-                 item=self.item.wire()),
-            emit("response.content_part.added", **self._where(),
-                 part={"type": "audio", "transcript": ""}),
+            emit(
+                "response.output_item.added",
+                response_id=self.id,
+                output_index=0,
+                item=self.item.wire(),
+            ),
+            emit(
+                "conversation.item.added", previous_item_id=previous_item_id, item=self.item.wire()
+            ),
+            emit(
+                "response.content_part.added",
+                **self._where(),
+                part={"type": "audio", "transcript": ""},
+            ),
         ]
 
     def release(self, emit: Emit, horizon: float) -> list[dict[str, Any]]:
@@ -118,12 +145,20 @@ class SpokenResponse:
             self.next += 1
             if chunk.text:
                 self.spoken += chunk.text
-                out.append(emit("response.output_audio_transcript.delta", **self._where(),
-                                delta=chunk.text))
-            audio = self.pcm[chunk.start:chunk.end]
+                out.append(
+                    emit(
+                        "response.output_audio_transcript.delta", **self._where(), delta=chunk.text
+                    )
+                )
+            audio = self.pcm[chunk.start : chunk.end]
             self.sent += audio
-            out.append(emit("response.output_audio.delta", **self._where(),
-                            delta=binascii.b2a_base64(audio, newline=False).decode()))
+            out.append(
+                emit(
+                    "response.output_audio.delta",
+                    **self._where(),
+                    delta=binascii.b2a_base64(audio, newline=False).decode(),
+                )
+            )
         return out
 
     def closing(self, emit: Emit, status: str, reason: str | None) -> list[dict[str, Any]]:
@@ -134,26 +169,35 @@ class SpokenResponse:
         item.audio = bytes(self.sent)
         return [
             emit("response.output_audio.done", **self._where()),
-            emit("response.output_audio_transcript.done", **self._where(),
-                 transcript=item.transcript),
-            emit("response.content_part.done", **self._where(),
-                 part={"type": "audio", "transcript": item.transcript}),
+            emit(
+                "response.output_audio_transcript.done", **self._where(), transcript=item.transcript
+            ),
+            emit(
+                "response.content_part.done",
+                **self._where(),
+                part={"type": "audio", "transcript": item.transcript},
+            ),
             emit("conversation.item.done", previous_item_id=None, item=item.wire()),
-            emit("response.output_item.done", response_id=self.id, output_index=0,
-                 item=item.wire()),
+            emit(
+                "response.output_item.done", response_id=self.id, output_index=0, item=item.wire()
+            ),
             emit("response.done", response=self.wire(status, reason)),
         ]
 
     def wire(self, status: str, reason: str | None = None) -> dict[str, Any]:
         done = status != "in_progress"
         return {
-            "object": "realtime.response", "id": self.id, "status": status,
+            "object": "realtime.response",
+            "id": self.id,
+            "status": status,
             "status_details": {"type": status, "reason": reason} if reason else None,
-            "output": [self.item.wire()] if done else [], "conversation_id": "conv_local",
-            "output_modalities": ["audio"], "max_output_tokens": "inf",
-            "audio": {"output": {"format": self.output["format"],
-                                 "voice": self.output["voice"]}},
-            "usage": self.usage() if done else None, "metadata": None,
+            "output": [self.item.wire()] if done else [],
+            "conversation_id": "conv_local",
+            "output_modalities": ["audio"],
+            "max_output_tokens": "inf",
+            "audio": {"output": {"format": self.output["format"], "voice": self.output["voice"]}},
+            "usage": self.usage() if done else None,
+            "metadata": None,
         }
 
     def usage(self) -> dict[str, Any]:
@@ -161,20 +205,31 @@ class SpokenResponse:
         audio_in, audio_out = int(self.input_ms / 100), int(self.sent_ms / 50)
         text_out = len(self.item.transcript or "") // 4
         return {
-            "total_tokens": audio_in + audio_out + text_out, "input_tokens": audio_in,
+            "total_tokens": audio_in + audio_out + text_out,
+            "input_tokens": audio_in,
             "output_tokens": audio_out + text_out,
             "input_token_details": {
-                "text_tokens": 0, "audio_tokens": audio_in, "image_tokens": 0,
+                "text_tokens": 0,
+                "audio_tokens": audio_in,
+                "image_tokens": 0,
                 "cached_tokens": 0,
-                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0,
-                                          "image_tokens": 0}},
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
             "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         }
 
 
 def rate_limits(emit: Emit, tokens_left: int) -> dict[str, Any]:
     """``rate_limits.updated``, which follows every ``response.done``."""
-    return emit("rate_limits.updated", rate_limits=[
-        {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
-        {"name": "tokens", "limit": 15_000_000, "remaining": max(0, tokens_left),
-         "reset_seconds": 0.001}])
+    return emit(
+        "rate_limits.updated",
+        rate_limits=[
+            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+            {
+                "name": "tokens",
+                "limit": 15_000_000,
+                "remaining": max(0, tokens_left),
+                "reset_seconds": 0.001,
+            },
+        ],
+    )

@@ -30,8 +30,13 @@ from websockets.http11 import Request, Response
 
 from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
 
-__all__ = ["GREETING_TRANSCRIPT", "AgentSession", "LocalAgentServer", "load_greeting",
-           "serve_local_agent"]
+__all__ = [
+    "GREETING_TRANSCRIPT",
+    "AgentSession",
+    "LocalAgentServer",
+    "load_greeting",
+    "serve_local_agent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 KEPT_SESSIONS = 64
+
 
 class LocalAgentServer:
     """A running local agent.
@@ -59,7 +65,10 @@ class LocalAgentServer:
 
     async def _start(self, port: int) -> None:
         self._server = await serve(
-            self._handle, self.host, port, process_request=self._check_path,
+            self._handle,
+            self.host,
+            port,
+            process_request=self._check_path,
             max_size=MAX_MESSAGE_BYTES,
         )
 
@@ -86,8 +95,12 @@ class LocalAgentServer:
     async def __aenter__(self) -> LocalAgentServer:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     # ------------------------------------------------------------------ handshake
@@ -102,17 +115,32 @@ class LocalAgentServer:
         """What the service answers (after the 101) to a connection it will not serve."""
         headers: Headers = request.headers
         if "OpenAI-Beta" in headers:
-            return (_error("beta_api_shape_disabled", "The beta Realtime API shape is "
-                           "disabled; use the GA shape (remove the OpenAI-Beta header)."),
-                    4000, "invalid_request_error.beta_api_shape_disabled")
+            return (
+                _error(
+                    "beta_api_shape_disabled",
+                    "The beta Realtime API shape is "
+                    "disabled; use the GA shape (remove the OpenAI-Beta header).",
+                ),
+                4000,
+                "invalid_request_error.beta_api_shape_disabled",
+            )
         auth = headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return (_error(None, "Missing bearer or basic authentication in header"),
-                    3000, "invalid_request_error")
+            return (
+                _error(None, "Missing bearer or basic authentication in header"),
+                3000,
+                "invalid_request_error",
+            )
         if not parse_qs(urlsplit(request.path).query).get("model"):
-            return (_error("missing_model", "You must provide a model parameter, for example "
-                           "wss://api.openai.com/v1/realtime?model=gpt-realtime"),
-                    4000, "invalid_request_error.missing_model")
+            return (
+                _error(
+                    "missing_model",
+                    "You must provide a model parameter, for example "
+                    "wss://api.openai.com/v1/realtime?model=gpt-realtime",
+                ),
+                4000,
+                "invalid_request_error.missing_model",
+            )
         return None
 
     # ------------------------------------------------------------------ session pump
@@ -176,9 +204,17 @@ class LocalAgentServer:
 
 
 def _error(code: str | None, message: str) -> dict[str, Any]:
-    return {"type": "error", "event_id": "event_handshake",
-            "error": {"type": "invalid_request_error", "code": code, "message": message,
-                      "param": None, "event_id": None}}
+    return {
+        "type": "error",
+        "event_id": "event_handshake",
+        "error": {
+            "type": "invalid_request_error",
+            "code": code,
+            "message": message,
+            "param": None,
+            "event_id": None,
+        },
+    }
 
 
 async def serve_local_agent(
@@ -193,11 +229,17 @@ async def serve_local_agent(
     seed: int | None = None,
 ) -> LocalAgentServer:
     """Start the local agent on ``host:port`` (0: any free port); see ``.url``."""
-    server = LocalAgentServer(host, {
-        "max_duration_s": max_duration_s, "speedup": speedup,
-        "first_audio_delay_s": first_audio_delay_s, "chunk_ms": chunk_ms,
-        "greeting": greeting, "seed": seed,
-    })
+    server = LocalAgentServer(
+        host,
+        {
+            "max_duration_s": max_duration_s,
+            "speedup": speedup,
+            "first_audio_delay_s": first_audio_delay_s,
+            "chunk_ms": chunk_ms,
+            "greeting": greeting,
+            "seed": seed,
+        },
+    )
     await server._start(port)
     logger.info("local agent listening on %s", server.url)
     return server

@@ -71,6 +71,7 @@ def load_greeting() -> bytes:
 
 RECEIVED_SAMPLES = 20
 
+
 @dataclass
 class AgentSession:
     """The state machine of one session. Feed it with :meth:`receive` and :meth:`poll`."""
@@ -160,8 +161,9 @@ class AgentSession:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _handle(self, event: dict[str, Any], event_id: str | None,
-                now: float) -> list[dict[str, Any]]:
+    def _handle(
+        self, event: dict[str, Any], event_id: str | None, now: float
+    ) -> list[dict[str, Any]]:
         match event["type"]:
             case "input_audio_buffer.append":
                 return self._on_append(event["audio"], event_id, now)
@@ -172,8 +174,9 @@ class AgentSession:
             case "response.cancel":
                 return self._on_response_cancel(event.get("response_id"), event_id)
             case "conversation.item.truncate":
-                return self._on_truncate(event["item_id"], event["content_index"],
-                                         event["audio_end_ms"], event_id)
+                return self._on_truncate(
+                    event["item_id"], event["content_index"], event["audio_end_ms"], event_id
+                )
             case "input_audio_buffer.commit":
                 return self._on_commit(event_id)
             case "input_audio_buffer.clear":
@@ -193,8 +196,9 @@ class AgentSession:
 
     # ------------------------------------------------------------------ session
 
-    def _on_session_update(self, update: dict[str, Any],
-                           event_id: str | None) -> list[dict[str, Any]]:
+    def _on_session_update(
+        self, update: dict[str, Any], event_id: str | None
+    ) -> list[dict[str, Any]]:
         problem = check_session_update(update)
         if problem:
             return [self._error(problem, event_id)]
@@ -213,9 +217,11 @@ class AgentSession:
 
     def _configure_vad(self) -> None:
         turn = self._turn or {}
-        self._input.vad.configure(threshold=turn.get("threshold", 0.5),
-                                  prefix_padding_ms=turn.get("prefix_padding_ms", 300),
-                                  silence_duration_ms=turn.get("silence_duration_ms", 500))
+        self._input.vad.configure(
+            threshold=turn.get("threshold", 0.5),
+            prefix_padding_ms=turn.get("prefix_padding_ms", 300),
+            silence_duration_ms=turn.get("silence_duration_ms", 500),
+        )
 
     # ------------------------------------------------------------------ input audio
 
@@ -230,15 +236,22 @@ class AgentSession:
                 out += self._speech_started(decision.audio_start_ms)
             else:
                 out += self._speech_stopped(decision.audio_end_ms, now)
-        self._input.trim(vad_on=self._turn is not None, speaking_from_ms=(
-            self._speech_start_ms if self._speech_item is not None else None))
+        self._input.trim(
+            vad_on=self._turn is not None,
+            speaking_from_ms=(self._speech_start_ms if self._speech_item is not None else None),
+        )
         return out
 
     def _speech_started(self, audio_start_ms: int) -> list[dict[str, Any]]:
         self._speech_item = self._id("item")
         self._speech_start_ms = audio_start_ms
-        out = [self._event("input_audio_buffer.speech_started",
-                           audio_start_ms=audio_start_ms, item_id=self._speech_item)]
+        out = [
+            self._event(
+                "input_audio_buffer.speech_started",
+                audio_start_ms=audio_start_ms,
+                item_id=self._speech_item,
+            )
+        ]
         turn = self._turn or {}
         if self._active is not None and turn.get("interrupt_response", True):
             out += self._finish(self._active, "cancelled", "turn_detected")
@@ -247,10 +260,14 @@ class AgentSession:
     def _speech_stopped(self, audio_end_ms: int, now: float) -> list[dict[str, Any]]:
         item_id = self._speech_item or self._id("item")
         self._speech_item = None
-        out = [self._event("input_audio_buffer.speech_stopped",
-                           audio_end_ms=audio_end_ms, item_id=item_id)]
-        out += self._commit(item_id, self._speech_start_ms * SAMPLES_PER_MS,
-                            audio_end_ms * SAMPLES_PER_MS)
+        out = [
+            self._event(
+                "input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id
+            )
+        ]
+        out += self._commit(
+            item_id, self._speech_start_ms * SAMPLES_PER_MS, audio_end_ms * SAMPLES_PER_MS
+        )
         if (self._turn or {}).get("create_response", True) and self._active is None:
             out += self._start_response(now)
         return out
@@ -276,36 +293,48 @@ class AgentSession:
         self._items[item_id] = item
         self._pending = item_id
         out = [
-            self._event("input_audio_buffer.committed", previous_item_id=previous,
-                        item_id=item_id),
-            self._event("conversation.item.added", previous_item_id=previous,
-                        item=item.wire()),
-            self._event("conversation.item.done", previous_item_id=previous,
-                        item=item.wire()),
+            self._event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
+            self._event("conversation.item.added", previous_item_id=previous, item=item.wire()),
+            self._event("conversation.item.done", previous_item_id=previous, item=item.wire()),
         ]
         if self.config["audio"]["input"]["transcription"]:
             seconds = round(len(audio) / 2 / 24000, 3)
             item.transcript = f"[caller speech {seconds:.1f} s]"
-            out.append(self._event(
-                "conversation.item.input_audio_transcription.completed", item_id=item_id,
-                content_index=0, transcript=item.transcript,
-                usage={"type": "duration", "seconds": seconds}))
+            out.append(
+                self._event(
+                    "conversation.item.input_audio_transcription.completed",
+                    item_id=item_id,
+                    content_index=0,
+                    transcript=item.transcript,
+                    usage={"type": "duration", "seconds": seconds},
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ responses
 
-    def _on_response_create(self, params: dict[str, Any], event_id: str | None,
-                            now: float) -> list[dict[str, Any]]:
+    def _on_response_create(
+        self, params: dict[str, Any], event_id: str | None, now: float
+    ) -> list[dict[str, Any]]:
         for key in params:
             if key not in RESPONSE_KEYS:
-                return [self._error(Problem("unknown_parameter", f"Unknown parameter: "
-                                            f"'response.{key}'.", f"response.{key}"), event_id)]
+                return [
+                    self._error(
+                        Problem(
+                            "unknown_parameter",
+                            f"Unknown parameter: 'response.{key}'.",
+                            f"response.{key}",
+                        ),
+                        event_id,
+                    )
+                ]
         if self._active is not None:
             return [self._error(already_responding(self._active.id), event_id)]
         return self._start_response(now)
 
-    def _on_response_cancel(self, response_id: str | None,
-                            event_id: str | None) -> list[dict[str, Any]]:
+    def _on_response_cancel(
+        self, response_id: str | None, event_id: str | None
+    ) -> list[dict[str, Any]]:
         r = self._active
         if r is None or (response_id is not None and response_id != r.id):
             return [self._error(NO_ACTIVE_RESPONSE, event_id)]
@@ -322,11 +351,23 @@ class AgentSession:
         previous = self._last_item_id()
         item = Item(self._id("item"), "assistant", status="in_progress")
         self._items[item.id] = item
-        chunks = schedule(pcm, transcript, start=now + self.first_audio_delay_s,
-                          speedup=self.speedup, chunk_ms=self.chunk_ms, rng=self._rng)
-        r = SpokenResponse(self._id("resp"), item, pcm, transcript, chunks,
-                           input_ms=self._input.samples_in / SAMPLES_PER_MS,
-                           output=self.config["audio"]["output"])
+        chunks = schedule(
+            pcm,
+            transcript,
+            start=now + self.first_audio_delay_s,
+            speedup=self.speedup,
+            chunk_ms=self.chunk_ms,
+            rng=self._rng,
+        )
+        r = SpokenResponse(
+            self._id("resp"),
+            item,
+            pcm,
+            transcript,
+            chunks,
+            input_ms=self._input.samples_in / SAMPLES_PER_MS,
+            output=self.config["audio"]["output"],
+        )
         self._active = r
         self.audio_sent_ms[item.id] = 0.0
         self.responses[item.id] = r.sent
@@ -347,8 +388,7 @@ class AgentSession:
             out += self._expire()
         return out
 
-    def _finish(self, r: SpokenResponse, status: str,
-                reason: str | None) -> list[dict[str, Any]]:
+    def _finish(self, r: SpokenResponse, status: str, reason: str | None) -> list[dict[str, Any]]:
         self._active = None
         out = r.closing(self._event, status, reason)
         self._tokens_left -= out[-1]["response"]["usage"]["total_tokens"]
@@ -357,8 +397,9 @@ class AgentSession:
 
     # ------------------------------------------------------------------ items
 
-    def _on_truncate(self, item_id: str, content_index: int, audio_end_ms: int,
-                     event_id: str | None) -> list[dict[str, Any]]:
+    def _on_truncate(
+        self, item_id: str, content_index: int, audio_end_ms: int, event_id: str | None
+    ) -> list[dict[str, Any]]:
         item = self._items.get(item_id)
         role = None if item is None else "client item" if item.raw is not None else item.role
         sent = self.audio_sent_ms.get(item_id, 0.0)
@@ -366,8 +407,14 @@ class AgentSession:
         if problem:
             return [self._error(problem, event_id)]
         self.truncates.append((item_id, content_index, audio_end_ms))
-        return [self._event("conversation.item.truncated", item_id=item_id,
-                            content_index=content_index, audio_end_ms=audio_end_ms)]
+        return [
+            self._event(
+                "conversation.item.truncated",
+                item_id=item_id,
+                content_index=content_index,
+                audio_end_ms=audio_end_ms,
+            )
+        ]
 
     def _on_item_create(self, raw: dict[str, Any], event_id: str | None) -> list[dict[str, Any]]:
         kind = raw.get("type")
@@ -375,13 +422,21 @@ class AgentSession:
             return [self._error(bad_item_type(kind), event_id)]
         item_id = raw.get("id") or self._id("item")
         if item_id in self._items:
-            return [self._error(Problem("invalid_value", f"Item with id '{item_id}' already "
-                                        "exists.", "item.id"), event_id)]
+            return [
+                self._error(
+                    Problem(
+                        "invalid_value", f"Item with id '{item_id}' already exists.", "item.id"
+                    ),
+                    event_id,
+                )
+            ]
         wire = {**raw, "id": item_id, "object": "realtime.item", "status": "completed"}
         previous = self._last_item_id()
         self._items[item_id] = Item(item_id, str(raw.get("role", "")), raw=wire)
-        return [self._event("conversation.item.added", previous_item_id=previous, item=wire),
-                self._event("conversation.item.done", previous_item_id=previous, item=wire)]
+        return [
+            self._event("conversation.item.added", previous_item_id=previous, item=wire),
+            self._event("conversation.item.done", previous_item_id=previous, item=wire),
+        ]
 
     def _on_item_delete(self, item_id: str, event_id: str | None) -> list[dict[str, Any]]:
         if self._items.pop(item_id, None) is None:
@@ -407,9 +462,16 @@ class AgentSession:
         return {"type": kind, "event_id": self._id("event"), **fields}
 
     def _error(self, problem: Problem, event_id: str | None) -> dict[str, Any]:
-        event = self._event("error", error={
-            "type": problem.type, "code": problem.code, "message": problem.message,
-            "param": problem.param, "event_id": event_id})
+        event = self._event(
+            "error",
+            error={
+                "type": problem.type,
+                "code": problem.code,
+                "message": problem.message,
+                "param": problem.param,
+                "event_id": event_id,
+            },
+        )
         self.errors.append(event)
         logger.debug("error %s: %s", problem.code, problem.message)
         return event

@@ -61,8 +61,11 @@ class EnergyVad:
         max_gap_ms: int = 30,
         noise_margin_db: float = 10.0,
     ) -> None:
-        self.configure(threshold=threshold, prefix_padding_ms=prefix_padding_ms,
-                       silence_duration_ms=silence_duration_ms)
+        self.configure(
+            threshold=threshold,
+            prefix_padding_ms=prefix_padding_ms,
+            silence_duration_ms=silence_duration_ms,
+        )
         self.min_speech_ms = min_speech_ms
         self.max_gap_ms = max_gap_ms
         self.noise_margin_db = noise_margin_db
@@ -78,8 +81,9 @@ class EnergyVad:
         self._gap_ms = 0
         self._silence_ms = 0
 
-    def configure(self, *, threshold: float, prefix_padding_ms: int,
-                  silence_duration_ms: int) -> None:
+    def configure(
+        self, *, threshold: float, prefix_padding_ms: int, silence_duration_ms: int
+    ) -> None:
         self.absolute_db = threshold_dbfs(threshold)
         self.prefix_padding_ms = prefix_padding_ms
         self.silence_duration_ms = silence_duration_ms

@@ -19,8 +19,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
-from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
 from bridge.phone.protocol import Dtmf, Mark, Media, MediaStream, Start, Stop
+from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
 from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
 from twiml.security import check_stream_token, twilio_ws_signature_ok
@@ -61,10 +61,17 @@ async def twilio_media(websocket: WebSocket) -> None:
         return
     agent = settings.agent(params.get("agent", "")) or settings.agent_for(params.get("To"))
     now = time.monotonic()
-    call = Call.for_leg(agent=agent, call_sid=start.call_sid, codec="mulaw", rate=8000,
-                        lead_ms=settings.playout_lead_ms, now=now)
-    logger.info("call %s: stream %s started (agent %s)", call.call_sid, stream.stream_sid,
-                agent.name)
+    call = Call.for_leg(
+        agent=agent,
+        call_sid=start.call_sid,
+        codec="mulaw",
+        rate=8000,
+        lead_ms=settings.playout_lead_ms,
+        now=now,
+    )
+    logger.info(
+        "call %s: stream %s started (agent %s)", call.call_sid, stream.stream_sid, agent.name
+    )
     await services.run_call(call, leg)
 
 
@@ -184,4 +191,3 @@ def _payload(message: Mapping[str, Any]) -> str | bytes:
         return text
     data = message.get("bytes")
     return data if isinstance(data, bytes) else b""
-

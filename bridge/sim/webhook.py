@@ -67,8 +67,7 @@ async def post_voice_webhook(
     """POST the voice webhook; return (TwiML text, violations). Raises WebhookRejected."""
     url = base_url.rstrip("/") + VOICE_PATH
     signed_url = (public_url or base_url).rstrip("/") + VOICE_PATH
-    headers = {"User-Agent": "TwilioProxy/1.1",
-               "Content-Type": "application/x-www-form-urlencoded"}
+    headers = {"User-Agent": "TwilioProxy/1.1", "Content-Type": "application/x-www-form-urlencoded"}
     if auth_token:
         headers["X-Twilio-Signature"] = sign(auth_token, signed_url, params)
     request = urllib.request.Request(

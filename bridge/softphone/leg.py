@@ -104,8 +104,11 @@ class SoftphoneLeg:
             self.dropped_in += 1
             self.metrics.frames_dropped += 1
             if self.dropped_in == 1 or self.dropped_in % 1000 == 0:
-                logger.warning("softphone %s: inbox full, %d messages dropped",
-                               self.session_id, self.dropped_in)
+                logger.warning(
+                    "softphone %s: inbox full, %d messages dropped",
+                    self.session_id,
+                    self.dropped_in,
+                )
             return False
         self._inbox.append((self._clock(), event))
         self._wake.set()
@@ -204,8 +207,13 @@ class SoftphoneLeg:
             with contextlib.suppress(Exception):
                 await self._disconnect()
         log = logger.info if code == NORMAL else logger.warning
-        log("softphone %s: session ended: %s (dropped: %d in, %d audio out)",
-            self.session_id, reason, self.dropped_in, self.dropped_audio)
+        log(
+            "softphone %s: session ended: %s (dropped: %d in, %d audio out)",
+            self.session_id,
+            reason,
+            self.dropped_in,
+            self.dropped_audio,
+        )
 
     # ------------------------------------------------------------------ call events
 
@@ -215,16 +223,24 @@ class SoftphoneLeg:
             detail = event.detail
             match event.kind:
                 case "transcript" | "transcript_delta":
-                    self._note("text", {
-                        "role": detail.get("role", "assistant"),
-                        "text": detail.get("text", ""),
-                        "final": event.kind == "transcript",
-                    })
+                    self._note(
+                        "text",
+                        {
+                            "role": detail.get("role", "assistant"),
+                            "text": detail.get("text", ""),
+                            "final": event.kind == "transcript",
+                        },
+                    )
                 case "model_connected":
                     self._note("status", {"state": "agent-ready", "agent": call.agent.name})
                 case "model_error":
-                    self._note("error", {"code": "agent_error",
-                                         "message": f"the agent reported {detail.get('code')}"})
+                    self._note(
+                        "error",
+                        {
+                            "code": "agent_error",
+                            "message": f"the agent reported {detail.get('code')}",
+                        },
+                    )
                 case kind if kind in _ACTIVITY:
                     self._last_activity = self._clock()
                 case _:
@@ -250,7 +266,7 @@ class SoftphoneLeg:
 
     @staticmethod
     def _item_of_next_mark(outs: list[PhoneOut], i: int) -> str | None:
-        for later in outs[i + 1:]:
+        for later in outs[i + 1 :]:
             if isinstance(later, SendMark):
                 return item_of_mark(later.name)
         return None
@@ -258,8 +274,11 @@ class SoftphoneLeg:
     def _drop_audio(self) -> None:
         self.dropped_audio += 1
         if self.dropped_audio == 1 or self.dropped_audio % 1000 == 0:
-            logger.warning("softphone %s: browser too slow, %d audio chunks dropped",
-                           self.session_id, self.dropped_audio)
+            logger.warning(
+                "softphone %s: browser too slow, %d audio chunks dropped",
+                self.session_id,
+                self.dropped_audio,
+            )
 
 
 def public_reason(reason: str) -> str:

@@ -62,36 +62,41 @@ def vendor_path() -> Path | None:
 
 def page_app(settings: Settings) -> Starlette:
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS,
-                            media_type="text/html")
+        return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS, media_type="text/html")
 
     async def vendor(request: Request) -> Response:
         path = vendor_path()
         if path is None:
-            logger.error("softphone: %s not found; run `npm ci` at the repository root",
-                         VENDOR_FILE)
+            logger.error(
+                "softphone: %s not found; run `npm ci` at the repository root", VENDOR_FILE
+            )
             return PlainTextResponse("socket.io client missing: run `npm ci`", 404)
         return FileResponse(path, media_type="text/javascript", headers=SECURITY_HEADERS)
 
     async def config(request: Request) -> Response:
         token_required = bool(settings.softphone_token)
-        return JSONResponse({
-            # Agent names are listed only when anyone may call anyway.
-            "agents": None if token_required else [a.name for a in settings.agents],
-            "default_agent": settings.default_agent,
-            "token_required": token_required,
-            "sample_rates": list(RATES),
-            "default_sample_rate": DEFAULT_RATE,
-            "namespace": "/softphone",
-        }, headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {
+                # Agent names are listed only when anyone may call anyway.
+                "agents": None if token_required else [a.name for a in settings.agents],
+                "default_agent": settings.default_agent,
+                "token_required": token_required,
+                "sample_rates": list(RATES),
+                "default_sample_rate": DEFAULT_RATE,
+                "namespace": "/softphone",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
-    return Starlette(routes=[
-        Route(PREFIX, index),
-        Route(PREFIX + "/", index),
-        Route(PREFIX + "/config", config),
-        Route(PREFIX + "/vendor/socket.io.min.js", vendor),
-        Mount(PREFIX + "/static", app=_Headers(StaticFiles(directory=STATIC))),
-    ])
+    return Starlette(
+        routes=[
+            Route(PREFIX, index),
+            Route(PREFIX + "/", index),
+            Route(PREFIX + "/config", config),
+            Route(PREFIX + "/vendor/socket.io.min.js", vendor),
+            Mount(PREFIX + "/static", app=_Headers(StaticFiles(directory=STATIC))),
+        ]
+    )
 
 
 class _Headers:
@@ -104,8 +109,7 @@ class _Headers:
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [(k.lower().encode(), v.encode()) for k, v in
-                            SECURITY_HEADERS.items()]
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -93,8 +93,11 @@ def parse_connect(auth: object, query_string: str, settings: Settings) -> Connec
     expected = settings.softphone_token
     if not expected and not settings.uses_local_agent:
         # Without a token, anyone who finds the URL would talk to the model on our key.
-        raise Refused("disabled", "the softphone is off: set SOFTPHONE_TOKEN on the server "
-                                  "to use it with the OpenAI Realtime API")
+        raise Refused(
+            "disabled",
+            "the softphone is off: set SOFTPHONE_TOKEN on the server "
+            "to use it with the OpenAI Realtime API",
+        )
     if expected:
         token = params.get("token", "")
         if not token:
@@ -111,8 +114,7 @@ def parse_connect(auth: object, query_string: str, settings: Settings) -> Connec
     except ValueError:
         rate = 0
     if rate not in RATES:
-        raise Refused("bad_sample_rate",
-                      f"sample_rate must be one of {', '.join(map(str, RATES))}")
+        raise Refused("bad_sample_rate", f"sample_rate must be one of {', '.join(map(str, RATES))}")
     return ConnectParams(agent, rate)
 
 
@@ -202,15 +204,16 @@ def parse_client_event(
         case "text":
             text = data.get("data") if isinstance(data, Mapping) else data
             if not isinstance(text, str) or not text.strip():
-                raise PhoneProtocolError("bad_message: text needs {data: \"…\"}, not empty")
+                raise PhoneProtocolError('bad_message: text needs {data: "…"}, not empty')
             if len(text) > MAX_TEXT_CHARS:
-                raise PhoneProtocolError(f"too_large: text is limited to {MAX_TEXT_CHARS} "
-                                         "characters")
+                raise PhoneProtocolError(
+                    f"too_large: text is limited to {MAX_TEXT_CHARS} characters"
+                )
             return TextIn(text.strip())
         case "mark":
             name = data.get("name") if isinstance(data, Mapping) else data
             if not isinstance(name, str) or not name or len(name) > MAX_MARK_CHARS:
-                raise PhoneProtocolError("bad_message: mark needs {name: \"…\"}")
+                raise PhoneProtocolError('bad_message: mark needs {name: "…"}')
             return MarkIn(name)
         case "clear":
             return ClearIn()
@@ -235,8 +238,10 @@ def _audio(data: object, sample_rate: int, max_bytes: int) -> AudioIn:
     if isinstance(rate, str) and rate.isdigit():
         rate = int(rate)
     if rate != sample_rate:
-        raise PhoneProtocolError(f"sample_rate_mismatch: this session was opened at "
-                                 f"{sample_rate} Hz, got {str(rate)[:12]}")
+        raise PhoneProtocolError(
+            f"sample_rate_mismatch: this session was opened at "
+            f"{sample_rate} Hz, got {str(rate)[:12]}"
+        )
     if isinstance(payload, bytes | bytearray):
         pcm = bytes(payload)
     elif isinstance(payload, str):
@@ -272,4 +277,3 @@ def audio_out(pcm: bytes, sample_rate: int, item_id: str | None) -> dict[str, An
         "data": base64.b64encode(pcm).decode("ascii"),
         "meta_info": {"sample_rate": sample_rate, "item_id": item_id},
     }
-

@@ -138,8 +138,10 @@ class Softphone:
             raise Refused("draining", "the server is shutting down; try again shortly")
         if not self._origin_ok(environ):
             origin = str(environ.get("HTTP_ORIGIN"))[:100]
-            raise Refused("origin_not_allowed", f"pages from {origin} may not use this "
-                          "softphone (see SOFTPHONE_ALLOWED_ORIGINS)")
+            raise Refused(
+                "origin_not_allowed",
+                f"pages from {origin} may not use this softphone (see SOFTPHONE_ALLOWED_ORIGINS)",
+            )
         params = parse_connect(auth, environ.get("QUERY_STRING", ""), settings)
         if len(self.sessions) >= settings.softphone_max_sessions or services.at_capacity:
             raise Refused("busy", "all lines are busy; try again later")
@@ -151,8 +153,12 @@ class Softphone:
         except Refused as exc:
             self.refused += 1
             if self.refused <= LOGGED_BAD_MESSAGES or self.refused % 1000 == 0:
-                logger.warning("softphone connection refused (%d so far): %s: %s",
-                               self.refused, exc.code, exc.message)
+                logger.warning(
+                    "softphone connection refused (%d so far): %s: %s",
+                    self.refused,
+                    exc.code,
+                    exc.message,
+                )
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}
             ) from None
@@ -170,24 +176,39 @@ class Softphone:
             max_backlog=MAX_BACKLOG_PACKETS,
             backlog=self._backlog_of(sid),
         )
-        call = Call.for_leg(agent=params.agent, call_sid=call_sid, codec="pcm16", rate=rate,
-                            lead_ms=settings.playout_lead_ms, now=time.monotonic())
+        call = Call.for_leg(
+            agent=params.agent,
+            call_sid=call_sid,
+            codec="pcm16",
+            rate=rate,
+            lead_ms=settings.playout_lead_ms,
+            now=time.monotonic(),
+        )
         session = _Session(leg, call)
         self.sessions[sid] = session
         # Runs after this handler returns, so the client has its CONNECT before any event.
         session.task = asyncio.create_task(self._run(sid, session), name=f"softphone {call_sid}")
-        logger.info("softphone %s: connected (agent %s, %d Hz, %d live sessions)", call_sid,
-                    params.agent.name, rate, len(self.sessions))
+        logger.info(
+            "softphone %s: connected (agent %s, %d Hz, %d live sessions)",
+            call_sid,
+            params.agent.name,
+            rate,
+            len(self.sessions),
+        )
 
     async def _run(self, sid: str, session: _Session) -> None:
         call, leg = session.call, session.leg
         try:
-            await self._emit(sid, "status", {
-                "state": "connected",
-                "session": call.call_sid,
-                "agent": call.agent.name,
-                "sample_rate": leg.sample_rate,
-            })
+            await self._emit(
+                sid,
+                "status",
+                {
+                    "state": "connected",
+                    "session": call.call_sid,
+                    "agent": call.agent.name,
+                    "sample_rate": leg.sample_rate,
+                },
+            )
             await self.services.run_call(call, leg, observers=[leg.observe])
         except Exception:
             logger.exception("softphone %s: session failed", call.call_sid)
@@ -218,7 +239,9 @@ class Softphone:
         leg = session.leg
         try:
             message = parse_client_event(
-                event, data, sample_rate=leg.sample_rate,
+                event,
+                data,
+                sample_rate=leg.sample_rate,
                 max_bytes=self.services.settings.max_message_bytes,
             )
         except PhoneProtocolError as exc:
@@ -241,11 +264,14 @@ class Softphone:
         session.bad_messages += 1
         n = session.bad_messages
         if n <= LOGGED_BAD_MESSAGES:
-            logger.warning("softphone %s: dropped message: %s: %s", session.call.call_sid,
-                           error["code"], error["message"])
+            logger.warning(
+                "softphone %s: dropped message: %s: %s",
+                session.call.call_sid,
+                error["code"],
+                error["message"],
+            )
         elif n == LOGGED_BAD_MESSAGES + 1 or n % 1000 == 0:
-            logger.warning("softphone %s: %d bad messages dropped so far",
-                           session.call.call_sid, n)
+            logger.warning("softphone %s: %d bad messages dropped so far", session.call.call_sid, n)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -266,6 +292,7 @@ class Softphone:
 
     def _backlog_of(self, sid: str) -> Any:
         """Packets queued in Engine.IO for this browser (what a slow reader piles up)."""
+
         def backlog() -> int:
             eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
             socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
@@ -279,8 +306,7 @@ class SoftphoneApp(socketio.ASGIApp):  # type: ignore[misc]
     """The bridge's ASGI app with the softphone in front; ``.softphone`` for tests."""
 
     def __init__(self, softphone: Softphone, other_asgi_app: Any) -> None:
-        super().__init__(softphone.sio, other_asgi_app=other_asgi_app,
-                         socketio_path="socket.io")
+        super().__init__(softphone.sio, other_asgi_app=other_asgi_app, socketio_path="socket.io")
         self.softphone = softphone
 
 

@@ -52,8 +52,9 @@ def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(total, -32768, 32767).astype(np.int16)
 
 
-def speech_regions(pcm: np.ndarray, *, dbfs: float = -40.0,
-                   gap_ms: int = 500) -> list[tuple[int, int]]:
+def speech_regions(
+    pcm: np.ndarray, *, dbfs: float = -40.0, gap_ms: int = 500
+) -> list[tuple[int, int]]:
     """Offline truth: (first, last+1) ms of 10 ms frames louder than ``dbfs``, merging
     pauses shorter than ``gap_ms``."""
     frame = RATE // 100
@@ -101,8 +102,11 @@ def check_client_event(event: dict[str, Any]) -> None:
 
 def check_server_event(event: dict[str, Any] | str) -> None:
     """Valid for the openai package's server-event union, with no unknown fields."""
-    model = (SERVER_EVENT.validate_json(event) if isinstance(event, str)
-             else SERVER_EVENT.validate_python(event))
+    model = (
+        SERVER_EVENT.validate_json(event)
+        if isinstance(event, str)
+        else SERVER_EVENT.validate_python(event)
+    )
     _walk(model, model.type)
 
 
@@ -144,9 +148,14 @@ class Driver:
         """Append ``pcm`` in chunks at real-time pace."""
         step = chunk_ms * RATE // 1000
         for i in range(0, pcm.size, step):
-            chunk = pcm[i:i + step]
-            self.send({"type": "input_audio_buffer.append", "event_id": f"event_a{i}",
-                       "audio": base64.b64encode(chunk.tobytes()).decode()})
+            chunk = pcm[i : i + step]
+            self.send(
+                {
+                    "type": "input_audio_buffer.append",
+                    "event_id": f"event_a{i}",
+                    "audio": base64.b64encode(chunk.tobytes()).decode(),
+                }
+            )
             self.wait(chunk.size / RATE)
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
@@ -157,6 +166,8 @@ class Driver:
         return [e["type"] for _, e in self.events if not (skip_deltas and e["type"] in deltas)]
 
     def audio_of(self, item_id: str) -> bytes:
-        return b"".join(base64.b64decode(e["delta"])
-                        for e in self.of_type("response.output_audio.delta")
-                        if e["item_id"] == item_id)
+        return b"".join(
+            base64.b64decode(e["delta"])
+            for e in self.of_type("response.output_audio.delta")
+            if e["item_id"] == item_id
+        )

@@ -8,14 +8,19 @@ from bridge.ai.client import MAX_MESSAGE_BYTES, connect_realtime, realtime_uri
 
 
 def test_uri_carries_the_model() -> None:
-    assert realtime_uri("wss://api.openai.com/v1/realtime", "gpt-realtime") == \
-        "wss://api.openai.com/v1/realtime?model=gpt-realtime"
-    assert realtime_uri("wss://proxy.example/v1/realtime?region=eu", "a b/c") == \
-        "wss://proxy.example/v1/realtime?region=eu&model=a%20b%2Fc"
+    assert (
+        realtime_uri("wss://api.openai.com/v1/realtime", "gpt-realtime")
+        == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    )
+    assert (
+        realtime_uri("wss://proxy.example/v1/realtime?region=eu", "a b/c")
+        == "wss://proxy.example/v1/realtime?region=eu&model=a%20b%2Fc"
+    )
 
 
-@pytest.mark.parametrize(("api_key", "bearer"), [(None, "Bearer local"),
-                                                  ("sk-test", "Bearer sk-test")])
+@pytest.mark.parametrize(
+    ("api_key", "bearer"), [(None, "Bearer local"), ("sk-test", "Bearer sk-test")]
+)
 def test_connects_with_the_bearer_header_only(api_key: str | None, bearer: str) -> None:
     seen: dict[str, Any] = {}
 
@@ -29,8 +34,9 @@ def test_connects_with_the_bearer_header_only(api_key: str | None, bearer: str) 
     async def main() -> None:
         async with serve(handler, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
-            ws = await connect_realtime(f"ws://127.0.0.1:{port}/v1/realtime", "gpt-realtime",
-                                        api_key)
+            ws = await connect_realtime(
+                f"ws://127.0.0.1:{port}/v1/realtime", "gpt-realtime", api_key
+            )
             assert await ws.recv() == "hello"
             assert ws.protocol.max_message_size == MAX_MESSAGE_BYTES == 16 * 1024 * 1024
             await ws.close()

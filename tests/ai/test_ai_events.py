@@ -3,7 +3,6 @@ import json
 from typing import Any
 
 import pytest
-from tests.ai.helpers import check_client_event
 from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionCompletedEvent,
     InputAudioBufferSpeechStartedEvent,
@@ -24,10 +23,13 @@ from openai.types.realtime.realtime_server_event import OutputAudioBufferStarted
 from bridge.ai import events as rt
 from bridge.config import Agent, TurnDetection
 from bridge.errors import RealtimeProtocolError
+from tests.ai.helpers import check_client_event
 
-AGENT = Agent(instructions="Be brief.", voice="cedar",
-              turn_detection=TurnDetection(threshold=0.6, prefix_padding_ms=250,
-                                           silence_duration_ms=700))
+AGENT = Agent(
+    instructions="Be brief.",
+    voice="cedar",
+    turn_detection=TurnDetection(threshold=0.6, prefix_padding_ms=250, silence_duration_ms=700),
+)
 
 BUILT = [
     rt.session_update(AGENT),
@@ -65,8 +67,12 @@ def test_session_update_carries_the_agent() -> None:
     assert audio_out["format"] == {"type": "audio/pcm", "rate": 24000}
     assert audio_out["voice"] == "cedar"
     assert audio_in["turn_detection"] == {
-        "type": "server_vad", "threshold": 0.6, "prefix_padding_ms": 250,
-        "silence_duration_ms": 700, "create_response": True, "interrupt_response": True,
+        "type": "server_vad",
+        "threshold": 0.6,
+        "prefix_padding_ms": 250,
+        "silence_duration_ms": 700,
+        "create_response": True,
+        "interrupt_response": True,
     }
     assert audio_in["transcription"] == {"model": "gpt-4o-mini-transcribe"}
 
@@ -83,70 +89,147 @@ def test_append_and_truncate_payloads() -> None:
 
 # --------------------------------------------------------------------------- parser
 
-ITEM = {"id": "item_A", "object": "realtime.item", "type": "message", "status": "in_progress",
-        "role": "assistant", "content": []}
-RESPONSE = {"object": "realtime.response", "id": "resp_A", "status": "in_progress",
-            "output": [], "usage": None}
+ITEM = {
+    "id": "item_A",
+    "object": "realtime.item",
+    "type": "message",
+    "status": "in_progress",
+    "role": "assistant",
+    "content": [],
+}
+RESPONSE = {
+    "object": "realtime.response",
+    "id": "resp_A",
+    "status": "in_progress",
+    "output": [],
+    "usage": None,
+}
 USAGE = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20}
 SESSION = {"type": "realtime", "model": "gpt-realtime", "instructions": "hi"}
 PCM = b"\x00\x01\x02\x03" * 50
 
 CASES = [
-    (SessionCreatedEvent, {"type": "session.created", "session": SESSION},
-     rt.SessionCreated()),
-    (SessionUpdatedEvent, {"type": "session.updated", "session": SESSION},
-     rt.SessionUpdated()),
-    (InputAudioBufferSpeechStartedEvent,
-     {"type": "input_audio_buffer.speech_started", "audio_start_ms": 1200, "item_id": "item_U"},
-     rt.SpeechStarted(1200, "item_U")),
-    (InputAudioBufferSpeechStoppedEvent,
-     {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 4100, "item_id": "item_U"},
-     rt.SpeechStopped(4100, "item_U")),
-    (ResponseCreatedEvent, {"type": "response.created", "response": RESPONSE},
-     rt.ResponseCreated("resp_A")),
-    (ResponseOutputItemAddedEvent,
-     {"type": "response.output_item.added", "response_id": "resp_A", "output_index": 0,
-      "item": ITEM},
-     rt.OutputItemAdded("resp_A", "item_A", "assistant", "message")),
-    (ResponseAudioDeltaEvent,
-     {"type": "response.output_audio.delta", "response_id": "resp_A", "item_id": "item_A",
-      "output_index": 0, "content_index": 0, "delta": base64.b64encode(PCM).decode()},
-     rt.AudioDelta("resp_A", "item_A", 0, PCM)),
-    (ResponseAudioDoneEvent,
-     {"type": "response.output_audio.done", "response_id": "resp_A", "item_id": "item_A",
-      "output_index": 0, "content_index": 0},
-     rt.AudioDone("resp_A", "item_A", 0)),
-    (ResponseAudioTranscriptDeltaEvent,
-     {"type": "response.output_audio_transcript.delta", "response_id": "resp_A",
-      "item_id": "item_A", "output_index": 0, "content_index": 0, "delta": "Hel"},
-     rt.TranscriptDelta("item_A", "Hel")),
-    (ResponseAudioTranscriptDoneEvent,
-     {"type": "response.output_audio_transcript.done", "response_id": "resp_A",
-      "item_id": "item_A", "output_index": 0, "content_index": 0, "transcript": "Hello."},
-     rt.TranscriptDone("item_A", "Hello.")),
-    (ConversationItemInputAudioTranscriptionCompletedEvent,
-     {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_U",
-      "content_index": 0, "transcript": "hi there", "usage": {"type": "duration", "seconds": 1.2}},
-     rt.InputTranscript("item_U", "hi there")),
-    (ResponseDoneEvent,
-     {"type": "response.done", "response": {**RESPONSE, "status": "cancelled", "usage": USAGE}},
-     rt.ResponseDone("resp_A", "cancelled")),
-    (RealtimeErrorEvent,
-     {"type": "error", "error": {"type": "invalid_request_error",
-                                 "code": "response_cancel_not_active",
-                                 "message": "Cancellation failed: no active response found",
-                                 "event_id": "event_mine", "param": None}},
-     rt.ServerError("invalid_request_error", "response_cancel_not_active",
-                    "Cancellation failed: no active response found", "event_mine")),
-    (OutputAudioBufferStarted,
-     {"type": "output_audio_buffer.started", "response_id": "resp_A"},
-     rt.Other("output_audio_buffer.started")),
+    (SessionCreatedEvent, {"type": "session.created", "session": SESSION}, rt.SessionCreated()),
+    (SessionUpdatedEvent, {"type": "session.updated", "session": SESSION}, rt.SessionUpdated()),
+    (
+        InputAudioBufferSpeechStartedEvent,
+        {"type": "input_audio_buffer.speech_started", "audio_start_ms": 1200, "item_id": "item_U"},
+        rt.SpeechStarted(1200, "item_U"),
+    ),
+    (
+        InputAudioBufferSpeechStoppedEvent,
+        {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 4100, "item_id": "item_U"},
+        rt.SpeechStopped(4100, "item_U"),
+    ),
+    (
+        ResponseCreatedEvent,
+        {"type": "response.created", "response": RESPONSE},
+        rt.ResponseCreated("resp_A"),
+    ),
+    (
+        ResponseOutputItemAddedEvent,
+        {
+            "type": "response.output_item.added",
+            "response_id": "resp_A",
+            "output_index": 0,
+            "item": ITEM,
+        },
+        rt.OutputItemAdded("resp_A", "item_A", "assistant", "message"),
+    ),
+    (
+        ResponseAudioDeltaEvent,
+        {
+            "type": "response.output_audio.delta",
+            "response_id": "resp_A",
+            "item_id": "item_A",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": base64.b64encode(PCM).decode(),
+        },
+        rt.AudioDelta("resp_A", "item_A", 0, PCM),
+    ),
+    (
+        ResponseAudioDoneEvent,
+        {
+            "type": "response.output_audio.done",
+            "response_id": "resp_A",
+            "item_id": "item_A",
+            "output_index": 0,
+            "content_index": 0,
+        },
+        rt.AudioDone("resp_A", "item_A", 0),
+    ),
+    (
+        ResponseAudioTranscriptDeltaEvent,
+        {
+            "type": "response.output_audio_transcript.delta",
+            "response_id": "resp_A",
+            "item_id": "item_A",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "Hel",
+        },
+        rt.TranscriptDelta("item_A", "Hel"),
+    ),
+    (
+        ResponseAudioTranscriptDoneEvent,
+        {
+            "type": "response.output_audio_transcript.done",
+            "response_id": "resp_A",
+            "item_id": "item_A",
+            "output_index": 0,
+            "content_index": 0,
+            "transcript": "Hello.",
+        },
+        rt.TranscriptDone("item_A", "Hello."),
+    ),
+    (
+        ConversationItemInputAudioTranscriptionCompletedEvent,
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_U",
+            "content_index": 0,
+            "transcript": "hi there",
+            "usage": {"type": "duration", "seconds": 1.2},
+        },
+        rt.InputTranscript("item_U", "hi there"),
+    ),
+    (
+        ResponseDoneEvent,
+        {"type": "response.done", "response": {**RESPONSE, "status": "cancelled", "usage": USAGE}},
+        rt.ResponseDone("resp_A", "cancelled"),
+    ),
+    (
+        RealtimeErrorEvent,
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "response_cancel_not_active",
+                "message": "Cancellation failed: no active response found",
+                "event_id": "event_mine",
+                "param": None,
+            },
+        },
+        rt.ServerError(
+            "invalid_request_error",
+            "response_cancel_not_active",
+            "Cancellation failed: no active response found",
+            "event_mine",
+        ),
+    ),
+    (
+        OutputAudioBufferStarted,
+        {"type": "output_audio_buffer.started", "response_id": "resp_A"},
+        rt.Other("output_audio_buffer.started"),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("model", "data", "expected"), CASES, ids=[c[1]["type"] for c in CASES])
-def test_parses_server_events_built_by_the_openai_models(model: Any, data: dict[str, Any],
-                                                         expected: rt.ServerEvent) -> None:
+def test_parses_server_events_built_by_the_openai_models(
+    model: Any, data: dict[str, Any], expected: rt.ServerEvent
+) -> None:
     wire = model.model_validate({"event_id": "event_srv", **data}).model_dump_json()
     parsed = rt.parse_server_event(wire)
     assert parsed == expected
@@ -154,54 +237,94 @@ def test_parses_server_events_built_by_the_openai_models(model: Any, data: dict[
 
 
 def test_parsed_details() -> None:
-    done = rt.parse_server_event(ResponseDoneEvent.model_validate(
-        {"event_id": "e", "type": "response.done",
-         "response": {"id": "r", "status": "completed", "usage": USAGE}}).model_dump_json())
+    done = rt.parse_server_event(
+        ResponseDoneEvent.model_validate(
+            {
+                "event_id": "e",
+                "type": "response.done",
+                "response": {"id": "r", "status": "completed", "usage": USAGE},
+            }
+        ).model_dump_json()
+    )
     assert isinstance(done, rt.ResponseDone)
     assert done.usage["total_tokens"] == 30
-    no_usage = rt.parse_server_event(json.dumps(
-        {"type": "response.done", "event_id": "e", "response": {"id": "r", "status": "failed"}}))
+    no_usage = rt.parse_server_event(
+        json.dumps(
+            {"type": "response.done", "event_id": "e", "response": {"id": "r", "status": "failed"}}
+        )
+    )
     assert isinstance(no_usage, rt.ResponseDone) and no_usage.usage == {}
-    created = rt.parse_server_event(json.dumps(
-        {"type": "session.created", "event_id": "e", "session": SESSION}))
+    created = rt.parse_server_event(
+        json.dumps({"type": "session.created", "event_id": "e", "session": SESSION})
+    )
     assert isinstance(created, rt.SessionCreated) and created.session["model"] == "gpt-realtime"
-    error = rt.parse_server_event(json.dumps(
-        {"type": "error", "event_id": "e", "error": {"type": "invalid_request_error",
-         "code": "invalid_value", "message": "m", "param": "audio_end_ms"}}))
+    error = rt.parse_server_event(
+        json.dumps(
+            {
+                "type": "error",
+                "event_id": "e",
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "invalid_value",
+                    "message": "m",
+                    "param": "audio_end_ms",
+                },
+            }
+        )
+    )
     assert isinstance(error, rt.ServerError)
     assert (error.param, error.event_id) == ("audio_end_ms", None)
-    function_item = rt.parse_server_event(json.dumps(
-        {"type": "response.output_item.added", "event_id": "e", "response_id": "r",
-         "output_index": 0, "item": {"id": "i", "type": "function_call"}}))
+    function_item = rt.parse_server_event(
+        json.dumps(
+            {
+                "type": "response.output_item.added",
+                "event_id": "e",
+                "response_id": "r",
+                "output_index": 0,
+                "item": {"id": "i", "type": "function_call"},
+            }
+        )
+    )
     assert function_item == rt.OutputItemAdded("r", "i", None, "function_call")
 
 
-@pytest.mark.parametrize("kind", ["response.audio.delta", "response.audio_transcript.delta",
-                                  "conversation.item.created", "rate_limits.updated",
-                                  "something.new"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "response.audio.delta",
+        "response.audio_transcript.delta",
+        "conversation.item.created",
+        "rate_limits.updated",
+        "something.new",
+    ],
+)
 def test_unknown_and_beta_events_are_other(kind: str) -> None:
     message = json.dumps({"type": kind, "event_id": "e", "delta": "AAAA", "item_id": "i"})
     assert rt.parse_server_event(message) == rt.Other(kind)
 
 
-@pytest.mark.parametrize("message", [
-    "not json",
-    b"\xff\xfe",
-    "[1, 2]",
-    "{}",
-    '{"type": 5}',
-    '{"type": "response.output_audio.delta", "response_id": "r", "content_index": 0, "delta": ""}',
-    '{"type": "response.output_audio.delta", "response_id": "r", "item_id": "i",'
-    ' "content_index": 0, "delta": "not base64!"}',
-    '{"type": "response.output_audio.delta", "response_id": "r", "item_id": "i",'
-    ' "content_index": "0", "delta": "AAAA"}',
-    '{"type": "input_audio_buffer.speech_started", "audio_start_ms": "12", "item_id": "i"}',
-    '{"type": "input_audio_buffer.speech_started", "audio_start_ms": true, "item_id": "i"}',
-    '{"type": "response.created", "response": null}',
-    '{"type": "response.done", "response": {"id": "r"}}',
-    '{"type": "error", "error": {"type": "x"}}',
-    '{"type": "error", "error": {"type": "x", "message": "m", "code": 7}}',
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not json",
+        b"\xff\xfe",
+        "[1, 2]",
+        "{}",
+        '{"type": 5}',
+        '{"type": "response.output_audio.delta", "response_id": "r", "content_index": 0,'
+        ' "delta": ""}',
+        '{"type": "response.output_audio.delta", "response_id": "r", "item_id": "i",'
+        ' "content_index": 0, "delta": "not base64!"}',
+        '{"type": "response.output_audio.delta", "response_id": "r", "item_id": "i",'
+        ' "content_index": "0", "delta": "AAAA"}',
+        '{"type": "input_audio_buffer.speech_started", "audio_start_ms": "12", "item_id": "i"}',
+        '{"type": "input_audio_buffer.speech_started", "audio_start_ms": true, "item_id": "i"}',
+        '{"type": "response.created", "response": null}',
+        '{"type": "response.done", "response": {"id": "r"}}',
+        '{"type": "error", "error": {"type": "x"}}',
+        '{"type": "error", "error": {"type": "x", "message": "m", "code": 7}}',
+    ],
+)
 def test_malformed_server_events_raise(message: str | bytes) -> None:
     with pytest.raises(RealtimeProtocolError) as info:
         rt.parse_server_event(message)

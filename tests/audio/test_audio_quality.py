@@ -34,8 +34,6 @@ NAIVE_CEILING = 4.3  # "per-chunk or linear resampling scores ~3.4-4.3"
 SEED = 20240611
 
 
-
-
 def _score(rate: int, ref: np.ndarray, deg: np.ndarray, *, same_length: bool = True) -> float:
     # The naive baseline rounds its length per chunk, so it drifts; the streamed path may not.
     if same_length:

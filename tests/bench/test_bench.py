@@ -30,9 +30,21 @@ from bridge.metrics import Histogram
 from bridge.sim import messages
 
 ROOT = Path(__file__).resolve().parents[2]
-STEP_KEYS = {"cpu", "latency_ms", "barge_in", "uplink_jitter_ms", "loop_lag_ms", "memory",
-             "frames", "errors", "abnormal", "generator", "other_processes_cpu_load", "clean",
-             "verdict"}
+STEP_KEYS = {
+    "cpu",
+    "latency_ms",
+    "barge_in",
+    "uplink_jitter_ms",
+    "loop_lag_ms",
+    "memory",
+    "frames",
+    "errors",
+    "abnormal",
+    "generator",
+    "other_processes_cpu_load",
+    "clean",
+    "verdict",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +52,10 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "bench", "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
@@ -48,12 +63,28 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
 
 def test_quick_run_prints_every_figure(quick_run: tuple[str, dict[str, Any]]) -> None:
     stdout, _ = quick_run
-    for heading in ("Load and cost", "Latency added by the server", "Audio quality",
-                    "Targets", "Where the bridge's CPU goes", "own time by area"):
+    for heading in (
+        "Load and cost",
+        "Latency added by the server",
+        "Audio quality",
+        "Targets",
+        "Where the bridge's CPU goes",
+        "own time by area",
+    ):
         assert heading in stdout
-    for column in ("CPU ms per call-s", "calls/core", "RSS KiB/call", "x relay",
-                   "late frames up/down", "errors", "abnormal ends", "uplink p50/p99/max",
-                   "downlink p50/p99/max", "trigger→clear p50/p99", "naive per-chunk"):
+    for column in (
+        "CPU ms per call-s",
+        "calls/core",
+        "RSS KiB/call",
+        "x relay",
+        "late frames up/down",
+        "errors",
+        "abnormal ends",
+        "uplink p50/p99/max",
+        "downlink p50/p99/max",
+        "trigger→clear p50/p99",
+        "naive per-chunk",
+    ):
         assert column in stdout
     assert "bridge" in stdout and "relay" in stdout
 
@@ -73,14 +104,17 @@ def test_quick_run_writes_every_figure_as_json(quick_run: tuple[str, dict[str, A
                 assert {"p50_ms", "p99_ms", "max_ms"} <= set(step["latency_ms"][direction])
             assert {"p50_ms", "p99_ms"} <= set(step["barge_in"]["trigger_to_clear_ms"])
         assert {"cpu_per_call", "memory_per_call", "uplink_p99", "downlink_p99"} <= set(
-            row["ratio"])
+            row["ratio"]
+        )
     assert result["summary"]["sustained_calls"] >= 0
     assert result["profile"]["by_area"] and result["profile"]["top_tottime"]
     for direction in ("uplink", "downlink"):
         assert 1.0 <= result["quality"][direction]["streamed"] <= 4.7
         assert 1.0 <= result["quality"][direction]["naive"] <= 4.7
     assert {t["target"] for t in result["targets"]} >= {
-        "<= 200 KiB RSS per live call", "CPU per call within 1.5x of the minimal relay"}
+        "<= 200 KiB RSS per live call",
+        "CPU per call within 1.5x of the minimal relay",
+    }
     assert result["machine"]["python"]
 
 
@@ -134,19 +168,44 @@ def test_histograms_survive_the_trip_between_processes() -> None:
 
 def _stats(cpu: float, t: float, **probe: Any) -> dict[str, Any]:
     hist = Histogram().summary()
-    metrics = {"cpu_s": cpu, "rss_kib": 70_000, "uplink": hist, "downlink": hist,
-               "clear": hist, "calls_failed": 0, "model_errors": 0, "frames_dropped": 0,
-               "frames_in": 0}
-    return {"metrics": metrics, "monotonic": t, "uplink_late": probe.get("late", 0),
-            "uplink_jitter": hist, "loop_lag": hist, "gc_pause": hist,
-            "gc_collections": [0, 0, 0]}
+    metrics = {
+        "cpu_s": cpu,
+        "rss_kib": 70_000,
+        "uplink": hist,
+        "downlink": hist,
+        "clear": hist,
+        "calls_failed": 0,
+        "model_errors": 0,
+        "frames_dropped": 0,
+        "frames_in": 0,
+    }
+    return {
+        "metrics": metrics,
+        "monotonic": t,
+        "uplink_late": probe.get("late", 0),
+        "uplink_jitter": hist,
+        "loop_lag": hist,
+        "gc_pause": hist,
+        "gc_collections": [0, 0, 0],
+    }
 
 
 def test_step_figures_and_verdict() -> None:
-    result = {"stats": ClientStats(late_frames=3, underruns=1).dump(), "setup_failed": 0,
-              "closed_by_server": 0}
-    step = figures.step("bridge", 10, _stats(1.0, 0.0), _stats(3.0, 20.0), [{"streaming": 10}],
-                        [result], side_cpu_s=4.0, rss_base_kib=60_000)
+    result = {
+        "stats": ClientStats(late_frames=3, underruns=1).dump(),
+        "setup_failed": 0,
+        "closed_by_server": 0,
+    }
+    step = figures.step(
+        "bridge",
+        10,
+        _stats(1.0, 0.0),
+        _stats(3.0, 20.0),
+        [{"streaming": 10}],
+        [result],
+        side_cpu_s=4.0,
+        rss_base_kib=60_000,
+    )
     assert step["cpu"]["ms_per_call_s"] == pytest.approx(10.0)
     assert step["cpu"]["calls_per_core"] == pytest.approx(100.0)
     assert step["memory"]["per_call_kib"] == pytest.approx(1000.0)

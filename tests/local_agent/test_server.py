@@ -7,15 +7,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.ai.helpers import check_server_event, correlation, load_pcm, silence
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bridge.ai import events as rt
 from bridge.ai.client import connect_realtime
-from bridge.local_agent import GREETING_TRANSCRIPT, serve_local_agent
 from bridge.config import Agent, TurnDetection
 from bridge.errors import SessionClosed
+from bridge.local_agent import GREETING_TRANSCRIPT, serve_local_agent
+from tests.ai.helpers import check_server_event, correlation, load_pcm, silence
 
 SPEECH = load_pcm("fixtures/speech-24k.wav")
 AGENT = Agent(turn_detection=TurnDetection(silence_duration_ms=500))
@@ -45,21 +45,24 @@ def test_session_update_and_echo_over_websockets() -> None:
             await ws.send(json.dumps(rt.session_update(AGENT)))
             await receive_until(ws, "session.updated")
 
-            pcm = np.concatenate([silence(1000), SPEECH[:24000 * 3], silence(1500)])
+            pcm = np.concatenate([silence(1000), SPEECH[: 24000 * 3], silence(1500)])
             # Faster than real time, in the bridge's 20 ms frames: the VAD runs on the
             # audio's own timeline, not on the wall clock.
             for i in range(0, pcm.size, 480):
-                await ws.send(json.dumps(rt.input_audio_append(pcm[i:i + 480].tobytes())))
+                await ws.send(json.dumps(rt.input_audio_append(pcm[i : i + 480].tobytes())))
             frames = await receive_until(ws, "response.done")
             parsed = [rt.parse_server_event(m) for _, m in frames]
 
             started = next(e for e in parsed if isinstance(e, rt.SpeechStarted))
             stopped = next(e for e in parsed if isinstance(e, rt.SpeechStopped))
             item = next(e for e in parsed if isinstance(e, rt.OutputItemAdded)).item_id
-            deltas = [(t, e) for (t, _), e in zip(frames, parsed, strict=True)
-                      if isinstance(e, rt.AudioDelta)]
+            deltas = [
+                (t, e)
+                for (t, _), e in zip(frames, parsed, strict=True)
+                if isinstance(e, rt.AudioDelta)
+            ]
             echo = b"".join(e.audio for _, e in deltas)
-            expected = pcm[stopped.audio_end_ms * 24 - len(echo) // 2:stopped.audio_end_ms * 24]
+            expected = pcm[stopped.audio_end_ms * 24 - len(echo) // 2 : stopped.audio_end_ms * 24]
             assert stopped.audio_end_ms - started.audio_start_ms == len(echo) // 48
             assert correlation(echo, expected) > 0.999
             assert all(e.item_id == item and e.content_index == 0 for _, e in deltas)
@@ -86,8 +89,11 @@ def test_greeting_cancel_truncate_and_errors_over_websockets() -> None:
             await receive_until(ws, "session.created")
             await ws.send(json.dumps(rt.response_create()))
             frames = await receive_until(ws, "response.output_audio.delta")
-            item = next(json.loads(m)["item_id"] for _, m in frames
-                        if json.loads(m)["type"] == "response.output_audio.delta")
+            item = next(
+                json.loads(m)["item_id"]
+                for _, m in frames
+                if json.loads(m)["type"] == "response.output_audio.delta"
+            )
             await asyncio.sleep(0.3)  # the 4.3 s greeting streams in real time here
             await ws.send(json.dumps(rt.response_cancel()))
             frames = await receive_until(ws, "response.done")
@@ -136,15 +142,23 @@ def test_session_is_closed_at_its_maximum_duration() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("query", "headers", "code", "close_code"), [
-    ("?model=gpt-realtime", {}, None, 3000),
-    ("?model=gpt-realtime", {"Authorization": "Basic abc"}, None, 3000),
-    ("", {"Authorization": "Bearer x"}, "missing_model", 4000),
-    ("?model=gpt-realtime", {"Authorization": "Bearer x", "OpenAI-Beta": "realtime=v1"},
-     "beta_api_shape_disabled", 4000),
-])
-def test_handshakes_the_service_refuses(query: str, headers: dict[str, str], code: str | None,
-                                        close_code: int) -> None:
+@pytest.mark.parametrize(
+    ("query", "headers", "code", "close_code"),
+    [
+        ("?model=gpt-realtime", {}, None, 3000),
+        ("?model=gpt-realtime", {"Authorization": "Basic abc"}, None, 3000),
+        ("", {"Authorization": "Bearer x"}, "missing_model", 4000),
+        (
+            "?model=gpt-realtime",
+            {"Authorization": "Bearer x", "OpenAI-Beta": "realtime=v1"},
+            "beta_api_shape_disabled",
+            4000,
+        ),
+    ],
+)
+def test_handshakes_the_service_refuses(
+    query: str, headers: dict[str, str], code: str | None, close_code: int
+) -> None:
     async def main() -> None:
         async with await serve_local_agent() as server:
             async with connect(server.url + query, additional_headers=headers) as ws:
@@ -175,8 +189,7 @@ def test_wrong_path_and_closed_port_fail_cleanly() -> None:
 def test_sessions_are_independent() -> None:
     async def main() -> None:
         async with await serve_local_agent(seed=1, speedup=20.0) as server:
-            sockets = [await connect_realtime(server.url, "gpt-realtime", None)
-                       for _ in range(3)]
+            sockets = [await connect_realtime(server.url, "gpt-realtime", None) for _ in range(3)]
             ids = set()
             for ws in sockets:
                 (frame,) = await receive_until(ws, "session.created")

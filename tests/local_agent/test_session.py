@@ -4,11 +4,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.ai.helpers import Driver, correlation, load_pcm, silence, speech_regions
 
 from bridge.ai import events as rt
-from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
 from bridge.config import Agent, TurnDetection
+from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
+from tests.ai.helpers import Driver, correlation, load_pcm, silence, speech_regions
 
 SPEECH = load_pcm("fixtures/speech-24k.wav")
 FIRST_PHRASE = SPEECH[: int(6.3 * 24000)]  # up to the fixture's first long pause
@@ -21,8 +21,9 @@ def configured(**options: Any) -> Driver:
     return d
 
 
-def utterance(lead_ms: int = 1500, tail_ms: int = 3000, speech: np.ndarray = FIRST_PHRASE
-              ) -> np.ndarray:
+def utterance(
+    lead_ms: int = 1500, tail_ms: int = 3000, speech: np.ndarray = FIRST_PHRASE
+) -> np.ndarray:
     return np.concatenate([silence(lead_ms), speech, silence(tail_ms)])
 
 
@@ -52,8 +53,9 @@ def test_session_created_then_updated() -> None:
     assert session["audio"]["output"]["voice"] == AGENT.voice
     assert session["instructions"] == AGENT.instructions
     # Only the fields present change.
-    again = d.send({"type": "session.update", "session": {"type": "realtime",
-                                                          "instructions": "Shorter."}})
+    again = d.send(
+        {"type": "session.update", "session": {"type": "realtime", "instructions": "Shorter."}}
+    )
     assert again[0]["session"]["instructions"] == "Shorter."
     assert again[0]["session"]["audio"] == session["audio"]
 
@@ -87,7 +89,7 @@ def test_vad_timing_commit_and_echo_content() -> None:
     item = added["item"]["id"]
     echo = d.audio_of(item)
     start_ms, end_ms = started["audio_start_ms"], stopped["audio_end_ms"]
-    expected = pcm[start_ms * 24:end_ms * 24]
+    expected = pcm[start_ms * 24 : end_ms * 24]
     assert len(echo) == expected.size * 2
     assert correlation(echo, expected) > 0.999
     assert d.session.responses[item] == echo
@@ -125,8 +127,11 @@ def test_echo_event_sequence() -> None:
 def test_deltas_vary_in_size_and_stream_faster_than_real_time() -> None:
     d = configured(speedup=4.0, chunk_ms=(40, 400))
     d.stream(utterance())
-    deltas = [(t, len(base64.b64decode(e["delta"])))
-              for t, e in d.events if e["type"] == "response.output_audio.delta"]
+    deltas = [
+        (t, len(base64.b64decode(e["delta"])))
+        for t, e in d.events
+        if e["type"] == "response.output_audio.delta"
+    ]
     sizes = [n for _, n in deltas]
     assert len(set(sizes)) >= 5
     assert all(40 * 48 <= n <= 400 * 48 for n in sizes[:-1])
@@ -182,12 +187,16 @@ def test_speech_during_a_response_cancels_it() -> None:
     assert done["response"]["status"] == "cancelled"
     assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
     assert done["response"]["output"][0]["status"] == "incomplete"
-    assert not any(e["type"] == "response.output_audio.delta" and e["item_id"] == greeting_item
-                   for e in after)
+    assert not any(
+        e["type"] == "response.output_audio.delta" and e["item_id"] == greeting_item for e in after
+    )
     sent = d.session.audio_sent_ms[greeting_item]
     assert 300 < sent < 1000 and sent == pytest.approx(len(d.audio_of(greeting_item)) / 48)
-    spoken = "".join(e["delta"] for e in d.of_type("response.output_audio_transcript.delta")
-                     if e["item_id"] == greeting_item)
+    spoken = "".join(
+        e["delta"]
+        for e in d.of_type("response.output_audio_transcript.delta")
+        if e["item_id"] == greeting_item
+    )
     final = next(e for e in after if e["type"] == "response.output_audio_transcript.done")
     assert final["transcript"] == spoken != GREETING_TRANSCRIPT
     # The caller's utterance then gets its own, complete answer.
@@ -198,9 +207,23 @@ def test_speech_during_a_response_cancels_it() -> None:
 
 def test_without_interrupt_response_the_response_runs_on() -> None:
     d = Driver(speedup=1.0)
-    d.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500,
-                           "interrupt_response": False}}}}})
+    d.send(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "turn_detection": {
+                            "type": "server_vad",
+                            "silence_duration_ms": 500,
+                            "interrupt_response": False,
+                        }
+                    }
+                },
+            },
+        }
+    )
     d.send(rt.response_create())
     d.stream(utterance(lead_ms=500, tail_ms=1000, speech=SPEECH[:48000]))
     assert len(d.of_type("input_audio_buffer.speech_stopped")) == 1
@@ -250,13 +273,21 @@ def test_truncate_rules() -> None:
     d.send(too_far)
     error = last_error(d)
     assert (error["code"], error["param"], error["event_id"]) == (
-        "invalid_value", "audio_end_ms", too_far["event_id"])
+        "invalid_value",
+        "audio_end_ms",
+        too_far["event_id"],
+    )
     assert "already shorter than" in error["message"]
     assert d.session.truncates == []
 
     out = d.send(rt.item_truncate(greeting_item, 0, int(sent)))
-    assert out[-1] == {**out[-1], "type": "conversation.item.truncated",
-                       "item_id": greeting_item, "content_index": 0, "audio_end_ms": int(sent)}
+    assert out[-1] == {
+        **out[-1],
+        "type": "conversation.item.truncated",
+        "item_id": greeting_item,
+        "content_index": 0,
+        "audio_end_ms": int(sent),
+    }
     assert d.session.truncates == [(greeting_item, 0, int(sent))]
     assert len(d.session.errors) == 4
 
@@ -269,75 +300,172 @@ BAD_EVENTS = [
     ({"type": "output_audio_buffer.clear"}, "invalid_value", "type"),
     ({"type": "response.audio.delta", "delta": "AAAA"}, "invalid_value", "type"),
     ({"audio": "AAAA"}, "missing_required_parameter", "type"),
-    ({"type": "session.update", "session": {"modalities": ["audio"],
-                                            "input_audio_format": "pcm16"}},
-     "missing_required_parameter", "session.type"),
-    ({"type": "session.update", "session": {"type": "realtime", "input_audio_format": "pcm16"}},
-     "unknown_parameter", "session.input_audio_format"),
-    ({"type": "session.update", "session": {"type": "transcription"}},
-     "invalid_value", "session.type"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "format": {"type": "audio/pcm", "rate": 16000}}}}},
-     "integer_below_min_value", "session.audio.input.format.rate"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {
-        "format": {"type": "audio/pcm", "rate": 48000}}}}},
-     "integer_above_max_value", "session.audio.output.format.rate"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "format": {"type": "pcm16"}}}}}, "invalid_value", "session.audio.input.format.type"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "format": {"type": "audio/pcmu"}}}}}, "invalid_value", "session.audio.input.format.type"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": {"type": "server_vad", "silence_ms": 5}}}}},
-     "unknown_parameter", "session.audio.input.turn_detection.silence_ms"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": {"type": "server_vad", "threshold": 2}}}}},
-     "invalid_value", "session.audio.input.turn_detection.threshold"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {
-        "voice": "robot"}}}}, "invalid_value", "session.audio.output.voice"),
-    ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": "pcm"}}},
-     "invalid_type", "session.audio.input"),
+    (
+        {
+            "type": "session.update",
+            "session": {"modalities": ["audio"], "input_audio_format": "pcm16"},
+        },
+        "missing_required_parameter",
+        "session.type",
+    ),
+    (
+        {"type": "session.update", "session": {"type": "realtime", "input_audio_format": "pcm16"}},
+        "unknown_parameter",
+        "session.input_audio_format",
+    ),
+    (
+        {"type": "session.update", "session": {"type": "transcription"}},
+        "invalid_value",
+        "session.type",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+            },
+        },
+        "integer_below_min_value",
+        "session.audio.input.format.rate",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"output": {"format": {"type": "audio/pcm", "rate": 48000}}},
+            },
+        },
+        "integer_above_max_value",
+        "session.audio.output.format.rate",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"format": {"type": "pcm16"}}}},
+        },
+        "invalid_value",
+        "session.audio.input.format.type",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+        },
+        "invalid_value",
+        "session.audio.input.format.type",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_ms": 5}}},
+            },
+        },
+        "unknown_parameter",
+        "session.audio.input.turn_detection.silence_ms",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 2}}},
+            },
+        },
+        "invalid_value",
+        "session.audio.input.turn_detection.threshold",
+    ),
+    (
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"output": {"voice": "robot"}}},
+        },
+        "invalid_value",
+        "session.audio.output.voice",
+    ),
+    (
+        {"type": "session.update", "session": {"type": "realtime", "audio": {"input": "pcm"}}},
+        "invalid_type",
+        "session.audio.input",
+    ),
     ({"type": "session.update", "session": "realtime"}, "invalid_type", "session"),
     ({"type": "input_audio_buffer.append", "audio": "not base64!"}, "invalid_value", "audio"),
     ({"type": "input_audio_buffer.append"}, "missing_required_parameter", "audio"),
     ({"type": "input_audio_buffer.append", "audio": 12}, "invalid_type", "audio"),
-    ({"type": "input_audio_buffer.append", "audio": "AAAA", "rate": 8000},
-     "unknown_parameter", "rate"),
+    (
+        {"type": "input_audio_buffer.append", "audio": "AAAA", "rate": 8000},
+        "unknown_parameter",
+        "rate",
+    ),
     ({"type": "input_audio_buffer.commit"}, "input_audio_buffer_commit_empty", None),
-    ({"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0,
-      "audio_end_ms": "10"}, "invalid_type", "audio_end_ms"),
-    ({"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0},
-     "missing_required_parameter", "audio_end_ms"),
-    ({"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0,
-      "audio_end_ms": 10}, "item_truncate_invalid_item_id", "item_id"),
+    (
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_x",
+            "content_index": 0,
+            "audio_end_ms": "10",
+        },
+        "invalid_type",
+        "audio_end_ms",
+    ),
+    (
+        {"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0},
+        "missing_required_parameter",
+        "audio_end_ms",
+    ),
+    (
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_x",
+            "content_index": 0,
+            "audio_end_ms": 10,
+        },
+        "item_truncate_invalid_item_id",
+        "item_id",
+    ),
     ({"type": "response.cancel"}, "response_cancel_not_active", None),
-    ({"type": "response.create", "response": {"modalities": ["audio"]}},
-     "unknown_parameter", "response.modalities"),
+    (
+        {"type": "response.create", "response": {"modalities": ["audio"]}},
+        "unknown_parameter",
+        "response.modalities",
+    ),
     ({"type": "conversation.item.delete", "item_id": "item_x"}, "invalid_value", "item_id"),
     ({"type": "conversation.item.retrieve", "item_id": "item_x"}, "invalid_value", "item_id"),
-    ({"type": "conversation.item.create", "item": {"type": "note"}},
-     "invalid_value", "item.type"),
+    ({"type": "conversation.item.create", "item": {"type": "note"}}, "invalid_value", "item.type"),
 ]
 
 
-@pytest.mark.parametrize(("event", "code", "param"), BAD_EVENTS,
-                         ids=[f"{e.get('type')}-{c}" for e, c, _ in BAD_EVENTS])
-def test_bad_client_events_get_an_error_naming_them(event: dict[str, Any], code: str,
-                                                   param: str | None) -> None:
+@pytest.mark.parametrize(
+    ("event", "code", "param"), BAD_EVENTS, ids=[f"{e.get('type')}-{c}" for e, c, _ in BAD_EVENTS]
+)
+def test_bad_client_events_get_an_error_naming_them(
+    event: dict[str, Any], code: str, param: str | None
+) -> None:
     d = configured()
     before = d.session.config
     d.send({**event, "event_id": "event_bad1"})
     error = last_error(d)
     assert (error["type"], error["code"], error["param"], error["event_id"]) == (
-        "invalid_request_error", code, param, "event_bad1")
+        "invalid_request_error",
+        code,
+        param,
+        "event_bad1",
+    )
     assert error["message"]
     assert d.session.config == before  # a rejected update changes nothing
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    (b'{"type": "response.create"}', "invalid_event"),
-    ("{not json", "invalid_json"),
-    ("[1, 2]", "invalid_event"),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b'{"type": "response.create"}', "invalid_event"),
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_event"),
+    ],
+)
 def test_frames_that_are_not_events(frame: str | bytes, code: str) -> None:
     d = configured()
     d.send(frame)
@@ -360,8 +488,10 @@ def test_session_expires_after_its_maximum_duration() -> None:
     assert error["message"] == "Your session hit the maximum duration of 5 seconds."
     assert d.session.closed == (1001, error["message"])
     assert d.session.next_due() is None
-    assert d.session.audio_sent_ms[d.of_type("response.output_item.added")[0]["item"]["id"]] \
+    assert (
+        d.session.audio_sent_ms[d.of_type("response.output_item.added")[0]["item"]["id"]]
         <= 2000 + 400
+    )
     assert d.send(rt.response_create()) == []
     assert d.session.poll(100.0) == []
 
@@ -376,15 +506,27 @@ def test_default_maximum_is_thirty_minutes() -> None:
 
 def test_manual_turn_taking_without_vad() -> None:
     d = Driver()
-    d.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": None, "transcription": {"model": "whisper-1"}}}}})
+    d.send(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {
+                    "input": {"turn_detection": None, "transcription": {"model": "whisper-1"}}
+                },
+            },
+        }
+    )
     pcm = utterance(lead_ms=200, tail_ms=200, speech=SPEECH[:24000])
     d.stream(pcm)
     assert d.of_type("input_audio_buffer.speech_started") == []
     out = d.send({"type": "input_audio_buffer.commit"})
     assert [e["type"] for e in out] == [
-        "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
-        "conversation.item.input_audio_transcription.completed"]
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+    ]
     assert d.of_type("response.created") == []
     d.send({"type": "input_audio_buffer.commit"})
     assert last_error(d)["code"] == "input_audio_buffer_commit_empty"
@@ -422,16 +564,16 @@ def test_input_buffer_stays_bounded() -> None:
     d = configured()
     d.stream(silence(30_000), chunk_ms=100)
     assert d.session.input_buffered_ms < 8000
-    d.stream(utterance(lead_ms=0, tail_ms=1000, speech=SPEECH[:24000 * 2]))
+    d.stream(utterance(lead_ms=0, tail_ms=1000, speech=SPEECH[: 24000 * 2]))
     assert d.session.input_buffered_ms < 8000
     assert len(d.of_type("input_audio_buffer.committed")) == 1
 
 
 def test_odd_sized_appends_keep_the_timeline() -> None:
     d = configured()
-    pcm = utterance(speech=SPEECH[:24000 * 2], tail_ms=1000).tobytes()
+    pcm = utterance(speech=SPEECH[: 24000 * 2], tail_ms=1000).tobytes()
     for i in range(0, len(pcm), 961):  # odd sizes split samples across appends
-        d.send(rt.input_audio_append(pcm[i:i + 961]))
+        d.send(rt.input_audio_append(pcm[i : i + 961]))
     (started,) = d.of_type("input_audio_buffer.speech_started")
     ((onset, _),) = speech_regions(np.frombuffer(pcm, dtype="<i2"))
     assert abs(started["audio_start_ms"] + 300 - onset) <= 40

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from tests.ai.helpers import load_pcm, mix, silence, speech_regions, white_noise
 
 from bridge.local_agent.vad import EnergyVad, VadStart, VadStop, threshold_dbfs
+from tests.ai.helpers import load_pcm, mix, silence, speech_regions, white_noise
 
 SPEECH = load_pcm("fixtures/speech-24k.wav")
 PAD_MS = 1500
@@ -15,7 +15,7 @@ def run(vad: EnergyVad, pcm: np.ndarray, seed: int = 0) -> list[VadStart | VadSt
     i = 0
     while i < pcm.size:
         n = int(rng.integers(1, 4000))
-        out += vad.push(pcm[i:i + n])
+        out += vad.push(pcm[i : i + n])
         i += n
     return out
 
@@ -47,7 +47,7 @@ def test_decisions_do_not_depend_on_chunking() -> None:
 
 
 def test_prefix_padding_is_clamped_at_the_start_of_the_stream() -> None:
-    pcm = np.concatenate([silence(100), SPEECH[:24000 * 2], silence(1000)])
+    pcm = np.concatenate([silence(100), SPEECH[: 24000 * 2], silence(1000)])
     start = EnergyVad(prefix_padding_ms=300).push(pcm)[0]
     assert isinstance(start, VadStart)
     assert start.audio_start_ms == 0 and 90 <= start.onset_ms <= 140
@@ -83,7 +83,7 @@ def test_steady_loud_noise_raises_the_bar() -> None:
     assert run(vad, hum) == []
     assert vad.noise_floor_db > -35
     # ... and speech well above it is still heard.
-    louder = np.clip(SPEECH[:24000 * 2].astype(np.int32) * 2, -32768, 32767).astype(np.int16)
+    louder = np.clip(SPEECH[: 24000 * 2].astype(np.int32) * 2, -32768, 32767).astype(np.int16)
     loud = mix(np.concatenate([louder, silence(1000)]), click(3000, -30.0))
     assert isinstance(run(vad, loud)[0], VadStart)
 

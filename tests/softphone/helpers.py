@@ -31,7 +31,7 @@ FRAME_MS = 20
 def caller_speech(rate: int, *, lead_s: float = 0.5, tail_s: float = 1.0) -> np.ndarray:
     """The utterance of fixtures/caller-hello.wav (4.5 to 9.0 s) at ``rate``, with margins."""
     pcm, src = read_wav(ROOT / "fixtures" / "caller-hello.wav")
-    clip = pcm[int((4.5 - lead_s) * src): int((9.0 + tail_s) * src)]
+    clip = pcm[int((4.5 - lead_s) * src) : int((9.0 + tail_s) * src)]
     return np.asarray(resample_offline(clip, src, rate), dtype=np.int16)
 
 
@@ -46,8 +46,8 @@ def best_correlation(a: np.ndarray, b: np.ndarray, *, max_lag: int) -> float:
     y = b.astype(np.float64)
     best = 0.0
     for lag in range(-max_lag, max_lag + 1, 1):
-        xs = x[max(lag, 0):]
-        ys = y[max(-lag, 0):]
+        xs = x[max(lag, 0) :]
+        ys = y[max(-lag, 0) :]
         n = min(xs.size, ys.size)
         if n < 1000:
             continue
@@ -91,12 +91,22 @@ class FakeBrowser:
 
     # -- connection ----------------------------------------------------------------
 
-    async def connect(self, url: str, *, auth: dict[str, Any] | None = None,
-                      transports: list[str] | None = None,
-                      headers: dict[str, str] | None = None) -> None:
+    async def connect(
+        self,
+        url: str,
+        *,
+        auth: dict[str, Any] | None = None,
+        transports: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         await self.sio.connect(
-            url, namespaces=[NS], auth={"sample_rate": self.rate, **(auth or {})},
-            transports=transports or ["websocket"], headers=headers or {}, wait_timeout=5)
+            url,
+            namespaces=[NS],
+            auth={"sample_rate": self.rate, **(auth or {})},
+            transports=transports or ["websocket"],
+            headers=headers or {},
+            wait_timeout=5,
+        )
         self._ticker = asyncio.create_task(self._tick())
 
     async def close(self) -> None:
@@ -110,19 +120,19 @@ class FakeBrowser:
         await self.http.close()
 
     async def call(self, event: str, data: Any = None) -> Any:
-        return await self.sio.call(event, data if data is not None else {}, namespace=NS,
-                                   timeout=5)
+        return await self.sio.call(event, data if data is not None else {}, namespace=NS, timeout=5)
 
     async def emit(self, event: str, data: Any = None) -> None:
         await self.sio.emit(event, data if data is not None else {}, namespace=NS)
 
-    async def send_audio(self, pcm: np.ndarray, *, binary: bool = False,
-                         realtime: bool = True) -> None:
+    async def send_audio(
+        self, pcm: np.ndarray, *, binary: bool = False, realtime: bool = True
+    ) -> None:
         """Stream ``pcm`` (int16 at the session rate) in 20 ms frames, paced like a mic."""
         step = self.rate * FRAME_MS // 1000
         start = time.monotonic()
         for k, i in enumerate(range(0, pcm.size, step)):
-            frame = pcm[i:i + step].astype("<i2").tobytes()
+            frame = pcm[i : i + step].astype("<i2").tobytes()
             data: Any = frame if binary else base64.b64encode(frame).decode()
             if self.disconnected.is_set():
                 return  # the bridge ended the session (like a page, stop the mic)
@@ -150,8 +160,10 @@ class FakeBrowser:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                     f"got {[k for _, k, _ in self.events][-20:]}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}; "
+                    f"got {[k for _, k, _ in self.events][-20:]}"
+                )
             await asyncio.sleep(0.02)
 
     # -- handlers ------------------------------------------------------------------
@@ -190,9 +202,14 @@ class FakeBrowser:
                     await self.emit("mark", {"name": name})
 
 
-async def refusal(url: str, *, rate: int = 24000, auth: dict[str, Any] | None = None,
-                  headers: dict[str, str] | None = None,
-                  transports: list[str] | None = None) -> dict[str, Any] | None:
+async def refusal(
+    url: str,
+    *,
+    rate: int = 24000,
+    auth: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    transports: list[str] | None = None,
+) -> dict[str, Any] | None:
     """Try to connect; the refusal ``{message, data: {code}}``, or None if it connected."""
     browser = FakeBrowser(rate)
     try:

@@ -17,21 +17,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.softphone.helpers import ROOT
 
 from bridge.audio.resample import resample_offline
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import Settings
 from bridge.harness import running_bridge
+from tests.softphone.helpers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-    "(`make setup-test` installs it)")
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (`make setup-test` installs it)",
+)
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--use-fake-device-for-media-stream",
 ]
 GREETING_MS = 4300  # bridge/local_agent/greeting-24k.wav
@@ -51,14 +58,21 @@ async def chromium_page(tmp_path: Path, *, mic: Path | None) -> AsyncIterator:
     from playwright.async_api import async_playwright
 
     if mic is not None:
-        args = [*FLAGS, "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic}"]
+        args = [
+            *FLAGS,
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}",
+        ]
     else:
         args = [*FLAGS, "--deny-permission-prompts"]
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-            args=args, viewport={"width": 720, "height": 760})
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=args,
+            viewport={"width": 720, "height": 760},
+        )
         try:
             page = context.pages[0] if context.pages else await context.new_page()
             page.errors = []
@@ -76,7 +90,8 @@ async def open_softphone(page, url: str) -> None:
     await page.goto(url + "/softphone")
     await page.wait_for_function(
         "() => document.getElementById('agent').options.length > 0"
-        " || !document.getElementById('agent-name').hidden")
+        " || !document.getElementById('agent-name').hidden"
+    )
 
 
 def test_call_in_the_browser(tmp_path):
@@ -98,12 +113,15 @@ def test_call_in_the_browser(tmp_path):
             await page.wait_for_function(
                 "() => [...document.querySelectorAll('#transcript li.assistant')]"
                 ".some(li => li.textContent.includes('echo of caller speech'))",
-                timeout=10_000)
+                timeout=10_000,
+            )
             await page.wait_for_function(
                 f"() => +document.getElementById('played').dataset.ms > {GREETING_MS + 2500}",
-                timeout=15_000)
+                timeout=15_000,
+            )
             assert "Hello, this is the echo agent" in await text_of(
-                page, "#transcript li.assistant")
+                page, "#transcript li.assistant"
+            )
 
             # The bridge saw the page play it: marks came back from the playback worklet.
             (session,) = bridge.app.softphone.sessions.values()
@@ -185,7 +203,9 @@ def test_refusal_reason_token_and_unreachable_server(tmp_path):
             await page.click("#call")
             await page.wait_for_function(
                 "() => document.getElementById('alert').textContent"
-                ".includes('Cannot reach the server')", timeout=15_000)
+                ".includes('Cannot reach the server')",
+                timeout=15_000,
+            )
             assert await page.get_attribute("#state", "data-state") == "error"
             assert page.errors == []
 

@@ -9,6 +9,10 @@ import base64
 
 import numpy as np
 import socketio
+
+from bridge.config import Agent, Settings
+from bridge.harness import running_bridge
+from bridge.local_agent import serve_local_agent
 from tests.softphone.helpers import (
     FakeBrowser,
     best_correlation,
@@ -17,10 +21,6 @@ from tests.softphone.helpers import (
     refusal,
     utterance,
 )
-
-from bridge.local_agent import serve_local_agent
-from bridge.config import Agent, Settings
-from bridge.harness import running_bridge
 
 QUIET = (Agent(greeting=""),)  # no greeting: the call starts silent
 
@@ -39,23 +39,22 @@ def test_echo_barge_in_and_hang_up():
             async with running_bridge(Settings(agents=QUIET), model_url=agent.url) as bridge:
                 browser = FakeBrowser(rate)
                 await browser.connect(bridge.base_url, auth={"agentId": "default"})
-                await browser.wait_for(lambda: "agent-ready" in browser.status(), 5,
-                                       "agent-ready")
+                await browser.wait_for(lambda: "agent-ready" in browser.status(), 5, "agent-ready")
                 assert browser.of("status")[0]["sample_rate"] == rate
 
                 await browser.send_audio(caller_speech(rate))
                 # The microphone stays open (silence) while the echo plays.
-                listening = asyncio.create_task(
-                    browser.send_audio(np.zeros(rate * 10, np.int16)))
+                listening = asyncio.create_task(browser.send_audio(np.zeros(rate * 10, np.int16)))
                 await browser.wait_for(lambda: browser.audio, 5, "the echo")
                 echo_item = browser.item_ids()[0]
-                await browser.wait_for(lambda: browser.far.played_ms(echo_item) >= 1500, 5,
-                                       "1.5 s of echo played")
+                await browser.wait_for(
+                    lambda: browser.far.played_ms(echo_item) >= 1500, 5, "1.5 s of echo played"
+                )
                 listening.cancel()
 
                 # Barge in: talk over the echo; the bridge clears the page's playback.
                 t_speak = browser.now()
-                barge = asyncio.create_task(browser.send_audio(utterance(rate)[:rate * 2]))
+                barge = asyncio.create_task(browser.send_audio(utterance(rate)[: rate * 2]))
                 await browser.wait_for(lambda: browser.clears, 3, "clear after barge-in")
                 assert browser.clears[0] - t_speak < 0.8
                 played_before_clear = browser.far.played_ms(echo_item)
@@ -67,8 +66,8 @@ def test_echo_barge_in_and_hang_up():
                 heard = np.frombuffer(bytes(browser.audio[echo_item]), "<i2")
                 lag = coarse_lag(said, heard)
                 assert abs(lag) < rate // 2, f"echo is {lag} samples off"
-                aligned = heard[max(lag, 0):]
-                ref = said[max(-lag, 0):]
+                aligned = heard[max(lag, 0) :]
+                ref = said[max(-lag, 0) :]
                 n = int(1.2 * rate)
                 score = best_correlation(ref[:n], aligned[:n], max_lag=40)
                 assert score > 0.9, f"echo correlation {score:.3f}"
@@ -79,21 +78,29 @@ def test_echo_barge_in_and_hang_up():
                 barge_ins = calls[0].call.barge_ins
                 assert barge_ins and barge_ins[0].item_id == echo_item
                 assert abs(barge_ins[0].audio_end_ms - played_before_clear) <= 40, (
-                    barge_ins[0], played_before_clear)
+                    barge_ins[0],
+                    played_before_clear,
+                )
                 await asyncio.sleep(0.3)
                 session = agent.sessions[0]
                 assert [t[0] for t in session.truncates] == [echo_item]
                 assert session.errors == []
                 # No late audio of the interrupted item after the clear.
                 clear_at = browser.clears[0]
-                late = [d for t, k, d in browser.events
-                        if k == "audio" and t > clear_at + 0.05
-                        and d["meta_info"]["item_id"] == echo_item]
+                late = [
+                    d
+                    for t, k, d in browser.events
+                    if k == "audio"
+                    and t > clear_at + 0.05
+                    and d["meta_info"]["item_id"] == echo_item
+                ]
                 assert late == []
 
                 texts = browser.of("text")
-                assert any(t["role"] == "user" and t["final"] and "caller speech" in t["text"]
-                           for t in texts)
+                assert any(
+                    t["role"] == "user" and t["final"] and "caller speech" in t["text"]
+                    for t in texts
+                )
                 assert any(t["role"] == "assistant" and not t["final"] for t in texts)
 
                 assert await browser.call("hangup") == {"ok": True}
@@ -129,10 +136,13 @@ def test_text_clear_and_greeting():
 
             assert await browser.call("text", {"data": "What can you do?"}) == {"ok": True}
             await browser.wait_for(
-                lambda: any(i != greeting for i in browser.item_ids()), 5, "a reply")
+                lambda: any(i != greeting for i in browser.item_ids()), 5, "a reply"
+            )
             await browser.wait_for(
                 lambda: any(t["role"] == "assistant" and t["final"] for t in browser.of("text")),
-                5, "the reply's transcript")
+                5,
+                "the reply's transcript",
+            )
 
             assert await browser.call("hangup") == {"ok": True}
             await asyncio.wait_for(browser.ended.wait(), 3)
@@ -181,8 +191,15 @@ def test_bad_messages_are_dropped_with_an_error():
             await browser.emit("audio", {"data": big, "meta_info": {"sample_rate": 16000}})
             empty = await browser.call("text", {"data": "   "})
             assert empty["ok"] is False and empty["error"]["code"] == "bad_message"
-            codes = ["sample_rate_mismatch", "bad_audio", "bad_audio", "bad_message",
-                     "unknown_event", "too_large", "bad_message"]
+            codes = [
+                "sample_rate_mismatch",
+                "bad_audio",
+                "bad_audio",
+                "bad_message",
+                "unknown_event",
+                "too_large",
+                "bad_message",
+            ]
             await browser.wait_for(lambda: len(browser.of("error")) >= len(codes), 3, "errors")
             assert [e["code"] for e in browser.of("error")] == codes
             assert all(e["message"] for e in browser.of("error"))
@@ -223,8 +240,7 @@ def test_idle_session_is_closed():
             # Silence does not count as activity.
             await browser.send_audio(np.zeros(int(24000 * 1.6), np.int16))
             await asyncio.wait_for(browser.ended.wait(), 2)
-            assert browser.of("status")[-1] == {"state": "ended",
-                                                "reason": "browser idle for 1 s"}
+            assert browser.of("status")[-1] == {"state": "ended", "reason": "browser idle for 1 s"}
             await asyncio.wait_for(browser.disconnected.wait(), 2)
             await browser.close()
             await _no_calls(bridge)
@@ -248,8 +264,11 @@ def test_browser_going_away_ends_the_call():
 
 def test_refusals_carry_a_reason():
     async def main():
-        settings = Settings(softphone_token="s3cret", softphone_max_sessions=1,
-                            softphone_allowed_origins=("https://app.example",))
+        settings = Settings(
+            softphone_token="s3cret",
+            softphone_max_sessions=1,
+            softphone_allowed_origins=("https://app.example",),
+        )
         async with running_bridge(settings) as bridge:
             url = bridge.base_url
             ok = {"token": "s3cret"}
@@ -277,8 +296,12 @@ def test_refusals_carry_a_reason():
             await first.close()
             await _no_calls(bridge)
             # A configured origin is allowed, over long-polling too.
-            assert await refusal(url, auth=ok, headers={"Origin": "https://app.example"},
-                                  transports=["polling"]) is None
+            assert (
+                await refusal(
+                    url, auth=ok, headers={"Origin": "https://app.example"}, transports=["polling"]
+                )
+                is None
+            )
             # Only the /softphone namespace exists.
             other = socketio.AsyncClient(reconnection=False)
             try:
@@ -313,4 +336,3 @@ async def _no_calls(bridge, timeout: float = 3.0) -> None:
     while bridge.services.calls or softphone_of(bridge).sessions:
         assert loop.time() < deadline, "the call did not end"
         await asyncio.sleep(0.02)
-

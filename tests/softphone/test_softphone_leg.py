@@ -23,8 +23,12 @@ class Recorder:
 
 
 def make_leg(rec, **kw):
-    options = {"session_id": "SP1", "sample_rate": 16000, "metrics": Metrics(),
-               "idle_timeout_s": 60.0}
+    options = {
+        "session_id": "SP1",
+        "sample_rate": 16000,
+        "metrics": Metrics(),
+        "idle_timeout_s": 60.0,
+    }
     options.update(kw)
     return SoftphoneLeg(rec.emit, rec.disconnect, **options)
 
@@ -33,8 +37,15 @@ def test_send_maps_playout_to_events():
     async def main():
         rec = Recorder()
         leg = make_leg(rec)
-        await leg.send([SendAudio(b"\x01\x00" * 4), SendMark("1:item_a"),
-                        SendAudio(b"\x02\x00"), SendMark("2:item_a"), ClearPlayback()])
+        await leg.send(
+            [
+                SendAudio(b"\x01\x00" * 4),
+                SendMark("1:item_a"),
+                SendAudio(b"\x02\x00"),
+                SendMark("2:item_a"),
+                ClearPlayback(),
+            ]
+        )
         await leg.send([SendAudio(b"\x03\x00")])  # no mark in this batch: the last item
         kinds = [e for e, _ in rec.sent]
         assert kinds == ["audio", "mark", "audio", "mark", "clear", "audio"]
@@ -141,8 +152,12 @@ def test_pump_feeds_the_call_in_order_and_ends_on_hangup():
             leg.offer(event)
         pump = asyncio.create_task(leg.pump(call, runner))
         await asyncio.sleep(0.05)
-        assert call.fed == [("audio", b"\x01\x00"), ("mark", "1:a"), ("text", "hi"),
-                            ("interrupt", None)]
+        assert call.fed == [
+            ("audio", b"\x01\x00"),
+            ("mark", "1:a"),
+            ("text", "hi"),
+            ("interrupt", None),
+        ]
         assert runner.flushes == 4 and len(runner.triggers) == 2
         leg.offer(HangupIn())
         assert (await asyncio.wait_for(pump, 1)).reason == "hung up"
@@ -185,7 +200,8 @@ def test_browser_gone_means_no_more_emits():
         pump = asyncio.create_task(leg.pump(call, runner))
         leg.disconnected("transport close")
         assert (await asyncio.wait_for(pump, 1)).reason == (
-            "browser disconnected (transport close)")
+            "browser disconnected (transport close)"
+        )
         await leg.send([SendAudio(b"\x00\x00")])
         await leg.close("browser disconnected (transport close)")
         assert rec.sent == [] and rec.disconnects == 0
@@ -205,13 +221,16 @@ def test_transcripts_and_readiness_reach_the_page():
 
         call.agent = AgentStub()
         pump = asyncio.create_task(leg.pump(call, runner))
-        leg.observe(call, [
-            CallEvent(0.0, "model_connected", {}),
-            CallEvent(0.1, "transcript_delta", {"role": "assistant", "text": "Hel"}),
-            CallEvent(0.2, "transcript", {"role": "assistant", "text": "Hello"}),
-            CallEvent(0.3, "transcript", {"role": "user", "text": "[caller speech 1.0 s]"}),
-            CallEvent(0.4, "model_error", {"code": "x", "message": "secret details"}),
-        ])
+        leg.observe(
+            call,
+            [
+                CallEvent(0.0, "model_connected", {}),
+                CallEvent(0.1, "transcript_delta", {"role": "assistant", "text": "Hel"}),
+                CallEvent(0.2, "transcript", {"role": "assistant", "text": "Hello"}),
+                CallEvent(0.3, "transcript", {"role": "user", "text": "[caller speech 1.0 s]"}),
+                CallEvent(0.4, "model_error", {"code": "x", "message": "secret details"}),
+            ],
+        )
         await asyncio.sleep(0.05)
         assert rec.sent == [
             ("status", {"state": "agent-ready", "agent": "front"}),
@@ -229,7 +248,6 @@ def test_transcripts_and_readiness_reach_the_page():
 
 def test_public_reason_hides_internals():
     assert public_reason("internal error: KeyError: 'x'") == "internal error"
-    assert public_reason("model unreachable: OSError: 127.0.0.1:1") == (
-        "the agent is unreachable")
+    assert public_reason("model unreachable: OSError: 127.0.0.1:1") == ("the agent is unreachable")
     assert public_reason("model session closed: bye") == "the agent ended the session"
     assert public_reason("hung up") == "hung up"

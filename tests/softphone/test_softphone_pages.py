@@ -6,17 +6,18 @@ import httpx
 import pytest
 
 from bridge.app import create_app
-from bridge.server import services_of
 from bridge.config import Agent, Settings
 from bridge.harness import running_bridge
+from bridge.server import services_of
 from bridge.softphone.pages import STATIC, vendor_path
 
 
 def get(settings, *paths):
     async def main():
-        async with running_bridge(settings) as bridge, httpx.AsyncClient(
-            base_url=bridge.base_url
-        ) as client:
+        async with (
+            running_bridge(settings) as bridge,
+            httpx.AsyncClient(base_url=bridge.base_url) as client,
+        ):
             return [await client.get(p) for p in paths]
 
     return asyncio.run(main())
@@ -24,9 +25,14 @@ def get(settings, *paths):
 
 def test_page_and_assets():
     page, js, css, capture, playback, missing = get(
-        Settings(), "/softphone", "/softphone/static/softphone.js",
-        "/softphone/static/softphone.css", "/softphone/static/capture-worklet.js",
-        "/softphone/static/playback-worklet.js", "/softphone/static/nope.js")
+        Settings(),
+        "/softphone",
+        "/softphone/static/softphone.js",
+        "/softphone/static/softphone.css",
+        "/softphone/static/capture-worklet.js",
+        "/softphone/static/playback-worklet.js",
+        "/softphone/static/nope.js",
+    )
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'id="call"' in page.text and 'id="hangup"' in page.text
     assert "/softphone/vendor/socket.io.min.js" in page.text
@@ -38,8 +44,8 @@ def test_page_and_assets():
         assert asset.status_code == 200
         assert "content-security-policy" in asset.headers
     assert "javascript" in js.headers["content-type"]
-    assert "registerProcessor(\"capture\"" in capture.text
-    assert "registerProcessor(\"playback\"" in playback.text
+    assert 'registerProcessor("capture"' in capture.text
+    assert 'registerProcessor("playback"' in playback.text
     assert "ScriptProcessor" not in js.text  # AudioWorklet only
     assert missing.status_code == 404
 
@@ -59,8 +65,9 @@ def test_config_lists_agents_only_when_open():
     assert open_.json()["agents"] == ["front", "support"]
     assert open_.json()["default_agent"] == "front"
     assert open_.json()["token_required"] is False
-    (closed,) = get(Settings(agents=agents, default_agent="front", softphone_token="t"),
-                    "/softphone/config")
+    (closed,) = get(
+        Settings(agents=agents, default_agent="front", softphone_token="t"), "/softphone/config"
+    )
     assert closed.json()["agents"] is None and closed.json()["token_required"] is True
 
 

@@ -99,8 +99,9 @@ def test_audio():
     pcm = bytes(range(64))
     b64 = base64.b64encode(pcm).decode()
     assert parse("audio", {"data": b64, "meta_info": {"sample_rate": 16000}}) == AudioIn(pcm)
-    assert parse("audio", {"data": b64, "meta_info": {"sample_rate": "16000",
-                                                       "stream_sid": "x"}}) == AudioIn(pcm)
+    assert parse(
+        "audio", {"data": b64, "meta_info": {"sample_rate": "16000", "stream_sid": "x"}}
+    ) == AudioIn(pcm)
     assert parse("audio", {"data": pcm}) == AudioIn(pcm)  # binary attachment, no meta
     assert parse("audio", pcm) == AudioIn(pcm)  # the bare attachment
 
@@ -108,7 +109,8 @@ def test_audio():
 def test_bad_audio():
     b64 = base64.b64encode(bytes(64)).decode()
     assert code("audio", {"data": b64, "meta_info": {"sample_rate": 24000}}) == (
-        "sample_rate_mismatch")
+        "sample_rate_mismatch"
+    )
     assert code("audio", {"data": "@@@@"}) == "bad_audio"
     assert code("audio", {"data": base64.b64encode(b"abc").decode()}) == "bad_audio"
     assert code("audio", {"data": ""}) == "bad_audio"
@@ -139,4 +141,6 @@ def test_server_payloads():
     assert item_of_mark("12:item_abc") == "item_abc"
     assert item_of_mark("nonsense") is None
     assert error_payload(PhoneProtocolError("plain words")) == {
-        "code": "bad_message", "message": "plain words"}
+        "code": "bad_message",
+        "message": "plain words",
+    }

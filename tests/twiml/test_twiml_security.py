@@ -202,10 +202,16 @@ def test_ws_handshake_signature_ok():
         # Signed by someone who knows another auth token.
         {"X-Twilio-Signature": RequestValidator("other").compute_signature(WSS_URL, {})},
         # Signed over the https URL, or another path: not what Twilio signs for the socket.
-        {"X-Twilio-Signature": RequestValidator(AUTH).compute_signature(
-            "https://abc.ngrok.app/twilio/media", {})},
-        {"X-Twilio-Signature": RequestValidator(AUTH).compute_signature(
-            "wss://abc.ngrok.app/twilio/other", {})},
+        {
+            "X-Twilio-Signature": RequestValidator(AUTH).compute_signature(
+                "https://abc.ngrok.app/twilio/media", {}
+            )
+        },
+        {
+            "X-Twilio-Signature": RequestValidator(AUTH).compute_signature(
+                "wss://abc.ngrok.app/twilio/other", {}
+            )
+        },
     ],
 )
 def test_ws_handshake_signature_forged(headers):
