@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup setup-test bench
+.PHONY: demo test check setup setup-test bench
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 demo: setup
 	$(VENV)/bin/bridge simulate fixtures/caller-barge-in.wav
 
-test: setup-test
+# Static checks first: a lint, format or type error fails the test command like a test does.
+check: $(VENV)/.test
+	$(VENV)/bin/ruff check bridge twiml tests
+	$(VENV)/bin/ruff format --check bridge twiml tests
+	$(VENV)/bin/mypy
+
+test: setup-test check
 	$(PY) -m pytest
 
 bench: setup-test
