@@ -1,0 +1,1 @@
+"""Alembic migration history of the call-records schema (run by ``RecordStore.migrate``)."""
