@@ -2,8 +2,9 @@
 
 Pure and synchronous. The Call feeds every uplink frame (PCM16 24 kHz) with the current time
 and whether agent audio is playing, and tells the detector the level of agent audio as it is
-released toward the caller. The detector fires once the caller has really spoken for
-``min_speech_ms``. It guards against false barge-in:
+released toward the caller (``leg_level_dbfs`` reads it in the leg's format). The detector
+fires once the caller has really spoken for ``min_speech_ms``. It guards against false
+barge-in:
 
 - short noises (clicks, bumps): speech must add up to ``min_speech_ms`` with no pause of
   ``PAUSE_MS`` in between (dips between syllables only slow the count down);
@@ -20,6 +21,10 @@ from collections import deque
 
 import numpy as np
 
+from bridge.audio.formats import MODEL_RATE
+from bridge.audio.g711 import ulaw_decode
+from bridge.audio.transcode import Codec
+
 FRAME_MS = 20
 # Agent audio can come back as echo this long after we released it (lead + line + network).
 ECHO_WINDOW_S = 0.8
@@ -34,6 +39,13 @@ def level_dbfs(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float32)
     rms = math.sqrt(float(np.dot(x, x)) / pcm.size)
     return 20 * math.log10(rms / 32768) if rms > 0 else -120.0
+
+
+def leg_level_dbfs(payload: bytes, codec: Codec) -> float:
+    """Level of leg-format audio (μ-law, or PCM16LE) in dBFS, as released to the caller."""
+    if codec == "mulaw":
+        return level_dbfs(ulaw_decode(payload))
+    return level_dbfs(np.frombuffer(payload, dtype="<i2"))
 
 
 class LocalBargeIn:
@@ -67,7 +79,7 @@ class LocalBargeIn:
         samples = np.frombuffer(pcm24, dtype="<i2")
         if self._buffer.size:
             samples = np.concatenate([self._buffer, samples])
-        frame = 24 * FRAME_MS
+        frame = MODEL_RATE * FRAME_MS // 1000
         whole = samples.size - samples.size % frame
         self._buffer = samples[whole:].copy() if whole < samples.size else _EMPTY
         agent = self._recent_agent_level(now) if playing else None

@@ -1,42 +1,42 @@
 """The Call coordinator: one conversation between a phone leg and a model session.
 
-Sans-I/O. The shells (``bridge/runner.py``) feed it what arrived from either side, with the
-current time, and drain two outboxes: ``to_phone`` (leg-agnostic playback commands) and
-``to_model`` (Realtime client events as dicts). It owns:
+Sans-I/O. The runner (``bridge/runner.py``) is the only thing that feeds it: what arrived
+from either side, with the current time. It drains two outboxes: ``to_phone`` (leg-agnostic
+playback commands) and ``to_model`` (Realtime client events as dicts). It owns:
 
 - the uplink transcoder (leg audio → PCM16 24 kHz for the model);
-- one downlink transcoder per assistant item (PCM16 24 kHz → leg format), so filter state
-  lives for a whole utterance and is never reset mid-word;
-- paced playout toward the phone and what the caller has heard (``Playout``);
+- the responses in flight and which of their audio is stale;
 - barge-in: clear the phone's buffer, truncate the model's item to what was heard, stop a
-  response still being generated, and drop its late audio;
+  response still being generated, and drop its late audio; the greeting guard;
 - the local barge-in detector (``bridge.barge_in``) and its confirmation by the model;
 - the call's timeline and transcripts (an outbox for observers; never logged at INFO).
 
-It must not import asyncio, starlette, websockets or socketio.
+It delegates, and must not reimplement: per-item downlink transcoding and what the model
+sent of each item (``bridge.spoken``); paced playout, which items are dropped and what the
+caller has heard (``bridge.playout``). It must not import asyncio, starlette, websockets
+or socketio, nor know any leg's wire format.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from bridge.ai import events as rt
-from bridge.audio.g711 import ulaw_decode
-from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Downlink, Uplink
-from bridge.barge_in import LocalBargeIn, level_dbfs
+from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Uplink
+from bridge.barge_in import LocalBargeIn, leg_level_dbfs
 from bridge.config import Agent
 from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
+from bridge.recent import Recent
+from bridge.spoken import Spoken
 
 logger = logging.getLogger(__name__)
 
 # How long the model gets to confirm a local barge-in before the agent resumes speaking.
 CONFIRM_TIMEOUT_S = 1.2
-PCM24_BYTES_PER_MS = 48.0
 
 
 @dataclass(frozen=True)
@@ -59,32 +59,6 @@ class BargeIn:
     confirmed: bool
 
 
-@dataclass
-class _Spoken:
-    """An assistant audio item, as far as the model has sent it."""
-
-    content_index: int
-    model_ms: float = 0.0
-    downlink: Downlink | None = None  # None once the model finished the item
-
-
-class _Recent(dict[str, None]):
-    """An insertion-ordered set that forgets its oldest members past ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def add(self, key: str) -> None:
-        self[key] = None
-        if len(self) > self.limit:
-            del self[next(iter(self))]
-
-
-# Per-call memory stays flat however long the call: only the latest items are kept.
-RECENT_ITEMS = 32
-
-
 class Call:
     def __init__(
         self,
@@ -102,7 +76,6 @@ class Call:
         self.call_sid = call_sid
         self.uplink = uplink
         self._downlink_codec = downlink_codec
-        self._downlink_rate = downlink_rate
         self.playout = playout
         self.greet = greet
         self.started_at = now
@@ -114,9 +87,9 @@ class Call:
         self.closed: str | None = None
         self.model_ready = False
 
-        self._spoken: dict[str, _Spoken] = {}  # the latest assistant audio items
-        self._dropped = _Recent(RECENT_ITEMS)  # items whose further audio is discarded
-        self._stale = _Recent(RECENT_ITEMS)  # responses whose further audio is discarded
+        # Per-call memory stays flat however long the call: only the latest are kept.
+        self._spoken = Spoken(downlink_codec, downlink_rate, playout)  # assistant items
+        self._stale: Recent[str, None] = Recent()  # responses whose further audio is discarded
         self._response_id: str | None = None  # the response being generated, if any
         self._response_audio_done = False  # ...and whether its audio is all here
         self._response_items: dict[str, list[str]] = {}
@@ -220,24 +193,24 @@ class Call:
                 self._response_items.setdefault(response_id, [])
             case rt.OutputItemAdded(response_id=response_id, item_id=item_id):
                 if response_id in self._stale:
-                    self._dropped.add(item_id)
+                    self._drop(item_id)
                 else:
                     self._response_items.setdefault(response_id, []).append(item_id)
-            case rt.ResponseDone(response_id=response_id, status=status):
+            case rt.ResponseDone(response_id=response_id, status=status, usage=usage):
                 if self._response_id == response_id:
                     self._response_id = None
                     if self._resume_after_done:
                         self._resume_after_done = False
                         self.to_model.append(rt.response_create())
                 self._response_items.pop(response_id, None)
-                self._event(now, "response_done", status=status)
+                self._event(now, "response_done", status=status, usage=usage)
             case rt.InputTranscript(transcript=text):
                 self._event(now, "transcript", role="user", text=text)
             case rt.TranscriptDelta(item_id=item_id, delta=delta):
-                if item_id not in self._dropped:
+                if item_id not in self.playout.dropped:
                     self._event(now, "transcript_delta", role="assistant", text=delta)
             case rt.TranscriptDone(item_id=item_id, transcript=text):
-                self._event(now, "transcript", role="assistant", text=text)
+                self._event(now, "transcript", role="assistant", text=text, item_id=item_id)
             case rt.ServerError(code=code, message=message):
                 logger.warning("call %s: model error %s: %s", self.call_sid, code, message)
                 self._event(now, "model_error", code=code, message=message)
@@ -277,7 +250,7 @@ class Call:
     def _audio_delta(
         self, response_id: str, item_id: str, content_index: int, audio: bytes, now: float
     ) -> None:
-        if item_id in self._dropped or response_id in self._stale:
+        if item_id in self.playout.dropped or response_id in self._stale:
             return
         if not self._first_audio_seen:
             self._first_audio_seen = True
@@ -285,28 +258,12 @@ class Call:
         if self._greeting_pending:
             self._greeting_pending = False
             self._greeting_until = now + self.agent.greeting_guard_ms / 1000
-        spoken = self._spoken.get(item_id)
-        if spoken is None:
-            spoken = self._spoken[item_id] = _Spoken(content_index)
-            if len(self._spoken) > RECENT_ITEMS:
-                del self._spoken[next(iter(self._spoken))]
-        if spoken.downlink is None:
-            spoken.downlink = Downlink(self._downlink_codec, self._downlink_rate)
-        spoken.model_ms += len(audio) / PCM24_BYTES_PER_MS
-        leg_audio = spoken.downlink.encode(audio)
-        self.playout.push(item_id, content_index, leg_audio, spoken.model_ms)
+        self._spoken.audio(item_id, content_index, audio)
         self._pull(now)
 
     def _audio_done(self, item_id: str, now: float) -> None:
-        spoken = self._spoken.get(item_id)
-        if spoken is None or spoken.downlink is None or item_id in self._dropped:
-            return
-        tail = spoken.downlink.flush()
-        spoken.downlink = None
-        if tail:
-            self.playout.push(item_id, spoken.content_index, tail, spoken.model_ms)
-        self.playout.end_item(item_id)
-        self._pull(now)
+        if self._spoken.done(item_id):
+            self._pull(now)
 
     def _pull(self, now: float) -> None:
         if self.closed is not None:
@@ -315,13 +272,9 @@ class Call:
         if self._local is not None:
             for out in outs:
                 if isinstance(out, SendAudio):
-                    self._local.agent_audio(level_dbfs(self._leg_pcm(out.payload)), now)
+                    level = leg_level_dbfs(out.payload, self._downlink_codec)
+                    self._local.agent_audio(level, now)
         self.to_phone.extend(outs)
-
-    def _leg_pcm(self, payload: bytes) -> np.ndarray:
-        if self._downlink_codec == "mulaw":
-            return ulaw_decode(payload)
-        return np.frombuffer(payload, dtype="<i2")
 
     def _speech_started(self, now: float) -> None:
         self._resume_after_done = False  # the caller is talking: the model will answer
@@ -359,16 +312,13 @@ class Call:
         heard: Heard | None = self.playout.clear(now)
         self.to_phone.append(ClearPlayback())
         audio_end_ms: int | None = None
-        spoken = self._spoken.get(heard.item_id) if heard is not None else None
-        if heard is not None and spoken is not None:
-            sent = int(spoken.model_ms)
-            audio_end_ms = min(heard.ms, sent)
-            item_done = spoken.downlink is None
-            if audio_end_ms > 0 and not (item_done and audio_end_ms >= sent):
+        item_ms: int | None = None
+        if heard is not None and (cut := self._spoken.cut(heard)) is not None:
+            audio_end_ms, item_ms = cut.audio_end_ms, cut.sent_ms
+            if cut.truncate:
                 self.to_model.append(
                     rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
                 )
-            self._drop(heard.item_id)
         if (
             trigger == "client"
             and self._response_id is not None
@@ -383,8 +333,14 @@ class Call:
         self._drop_response_items()
         barge = BargeIn(now, trigger, heard.item_id if heard else None, audio_end_ms, confirmed)
         self.barge_ins.append(barge)
+        # item_ms (what the model had sent of the item) lets records cut its transcript.
         self._event(
-            now, "barge_in", trigger=trigger, item_id=barge.item_id, audio_end_ms=audio_end_ms
+            now,
+            "barge_in",
+            trigger=trigger,
+            item_id=barge.item_id,
+            audio_end_ms=audio_end_ms,
+            item_ms=item_ms,
         )
         return barge
 
@@ -396,11 +352,12 @@ class Call:
                 self._drop(item_id)
 
     def _drop(self, item_id: str) -> None:
-        self._dropped.add(item_id)
-        spoken = self._spoken.get(item_id)
-        if spoken is not None:
-            spoken.downlink = None
-        self.playout.drop_item(item_id)
+        self._spoken.drop(item_id)
+
+    @property
+    def _dropped(self) -> Collection[str]:
+        """Read-only: the playout owns which items are dropped."""
+        return self.playout.dropped
 
     def _close(self, now: float, reason: str) -> None:
         if self.closed is None:

@@ -35,6 +35,8 @@ SHOWN = {
     "dtmf",
     "closed",
 }
+# Details for records and observers, too long for a timeline line.
+HIDDEN = {"text", "usage", "item_ms"}
 
 
 async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: float) -> int:
@@ -76,14 +78,16 @@ async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: f
     return 0
 
 
-def render(result: CallResult, bridge_events: list[CallEvent], clear_ms: dict[str, float]) -> str:
+def render(
+    result: CallResult, bridge_events: list[CallEvent], clear_ms: dict[str, float | None]
+) -> str:
     rows: list[tuple[float, str, str]] = []
     for e in result.timeline:
         if e.kind != "mark_echo":
             rows.append((e.t, f"caller  {e.kind}", e.detail))
     for b in bridge_events:
         if b.kind in SHOWN:
-            detail = ", ".join(f"{k}={v}" for k, v in b.detail.items() if k != "text")
+            detail = ", ".join(f"{k}={v}" for k, v in b.detail.items() if k not in HIDDEN)
             if b.kind == "transcript":
                 detail = f"{b.detail.get('role')}: {b.detail.get('text', '')!r}"
             rows.append((b.t, f"bridge  {b.kind}", detail))
@@ -107,9 +111,10 @@ def render(result: CallResult, bridge_events: list[CallEvent], clear_ms: dict[st
                     f"  at {clear.t:.2f} s ({barge.detail.get('trigger')}): truncated at "
                     f"{end} ms, caller heard {truth:.0f} ms (off by {end - truth:+.0f} ms)"
                 )
-        lines.append(
-            f"  trigger → clear sent: p50 {clear_ms['p50_ms']:.3f} ms, "
-            f"max {clear_ms['max_ms']:.3f} ms over {clear_ms['n']} barge-ins"
-        )
+        if clear_ms["n"]:  # None figures when no clear followed a trigger
+            lines.append(
+                f"  trigger → clear sent: p50 {clear_ms['p50_ms']:.3f} ms, "
+                f"max {clear_ms['max_ms']:.3f} ms over {clear_ms['n']} barge-ins"
+            )
     lines.append(f"\nCall ended: {result.closed_by} closed it (code {result.close_code})")
     return "\n".join(lines)

@@ -1,13 +1,56 @@
 """The I/O shell around a ``Call``: pumps one phone leg and one model socket.
 
-Three tasks per call: the leg reader, the model reader and the pacer (which wakes only when
-paced audio is due, never on a fixed tick). Each input is handed to the Call with the time
-it arrived; the Call's outboxes are drained straight away, phone first, so a ``clear``
-leaves before anything else. The first task to finish ends the call: the model socket is
-closed within a second and the leg is closed with the reason logged.
+Three tasks per call: the leg reader (the leg's ``pump``), the model reader and the pacer
+(which wakes only when paced audio is due, never on a fixed tick). The runner is the only
+thing that feeds the Call: a leg hands it typed inputs (``bridge.inputs``) through
+:meth:`CallRunner.feed`, which applies each with the time it arrived, records the uplink
+metrics and drains the Call's outboxes straight away, phone first, so a ``clear`` leaves
+before anything else. The first task to finish ends the call: the model socket is closed
+within a second and the leg is closed with the reason logged.
 
-A ``Leg`` is anything that can feed the Call and play its commands: the Twilio media stream
-(``bridge.phone.leg``) and the browser softphone (``bridge.softphone``).
+A ``Leg`` is a client protocol's shell: the Twilio media stream (``bridge.phone``) and the
+browser softphone (``bridge.softphone``) today.
+
+Adding a leg (a client protocol)
+--------------------------------
+1. ``bridge/<leg>/protocol.py``, sans-I/O (no asyncio, sockets, clock or Call): parse each
+   wire message into a frozen dataclass or raise ``PhoneProtocolError`` (``fatal``: end the
+   call, else drop the frame), map what the call needs onto ``bridge.inputs``
+   (``CallerAudio(payload)`` in the leg's codec and rate, ``FarEndMark(name)``,
+   ``Dtmf(digit)``, ``TextInput(text)``, ``Interrupt()``, ``HangUp(reason)``), and build the
+   wire form of the ``PhoneOut`` commands (``SendAudio``, ``SendMark``, ``ClearPlayback``).
+   Models: ``phone/protocol.py`` (``leg_input``), ``softphone/protocol.py``.
+2. ``bridge/<leg>/leg.py``, a thin shell implementing :class:`Leg`. ``pump(runner)`` reads
+   the wire, takes ``now = runner.clock()`` as each message arrives, parses it and hands
+   every input over: ``if (ending := await runner.feed(leg_input, now)) is not None:
+   return ending`` (a ``HangUp`` comes back as its ``Ending``). It returns an ``Ending``
+   itself only for the transport: closed, idle, or a fatal protocol error
+   (``POLICY_VIOLATION``). It never calls a ``Call`` method or ``runner.flush``.
+   ``send(outs)`` plays the commands in the order given; ``close(reason, code)`` is
+   idempotent and never raises.
+3. Where the connection is accepted (a route, a Socket.IO handler): refuse when
+   ``services.at_capacity``, then ``call = Call.for_leg(agent=…, call_sid=…,
+   codec="mulaw" | "pcm16", rate=…, lead_ms=settings.playout_lead_ms,
+   now=time.monotonic())`` and ``await services.run_call(call, leg, observers=[…])``
+   (``Services`` is ``app.state.services``). Another codec means a new ``Codec`` in
+   ``bridge.audio.transcode``, not code in the leg.
+4. Tests: the protocol pure and exhaustive; the shell with a fake runner whose ``feed``
+   records the inputs (``tests/softphone/test_softphone_leg.py``); one call end to end
+   over a loopback socket.
+
+What it gets for free: the model session (OpenAI, or the local agent), transcoding both
+ways, paced playout with marks, barge-in (the model's VAD, the local detector, a client
+``Interrupt``) truncated to what the caller heard, the greeting guard, transcripts and the
+call timeline for observers (``Services.observers`` and per call), the runner's metrics
+(frames in, uplink/downlink latency, clear latency) and the registry behind capacity and
+draining.
+
+Marks: a leg whose client does not echo marks (``send`` drops ``SendMark``) is still paced
+from the release schedule (``bridge.schedule`` counts from our release, not from echoes)
+and its barge-ins are still truncated at what the schedule says was heard: that works
+today. What does not: nothing is ever confirmed, so released chunks are never retired,
+``playout.active`` stays true and per-call state grows until a ``clear``. Such a leg needs
+the schedule to retire chunks at their modelled end; that is not built yet.
 """
 
 from __future__ import annotations
@@ -27,6 +70,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from bridge.ai import events as rt
 from bridge.call import Call, CallEvent
 from bridge.errors import RealtimeProtocolError, SessionClosed
+from bridge.inputs import CallerAudio, Dtmf, FarEndMark, HangUp, Interrupt, LegInput, TextInput
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, PhoneOut
 
@@ -53,10 +97,10 @@ class Ending:
 
 
 class Leg(Protocol):
-    """The phone side of a call, as the runner sees it."""
+    """The phone side of a call, as the runner sees it (the recipe is in the module doc)."""
 
-    async def pump(self, call: Call, runner: CallRunner) -> Ending:
-        """Feed the call (then ``await runner.flush()``) until the leg ends; say why."""
+    async def pump(self, runner: CallRunner) -> Ending:
+        """Hand every input to ``runner.feed`` until the leg ends; say why it ended."""
         ...
 
     async def send(self, outs: list[PhoneOut]) -> None:
@@ -165,22 +209,37 @@ class CallRunner:
         if call.events:
             self._notify()
 
-    async def caller_audio(self, payload: bytes, now: float) -> None:
-        """Caller audio from the leg, in the leg's format, that arrived at ``now``."""
-        self.metrics.frames_in += 1
-        self._clear_trigger = now  # the local detector may turn it into a barge-in
-        self.call.phone_audio(payload, now)
-        await self.flush()
-        self.metrics.uplink.add((self.clock() - now) * 1000)
+    async def feed(self, leg_input: LegInput, now: float) -> Ending | None:
+        """Apply one input from the leg, which arrived at ``now``, and send what it caused.
 
-    async def far_end_mark(self, name: str, now: float) -> None:
-        """The leg played up to mark ``name`` (or cleared it)."""
-        self.call.phone_mark(name, now)
-        await self.flush()
-
-    def mark_trigger(self, t: float) -> None:
-        """Remember when an input arrived that may trigger a barge-in (for the figures)."""
-        self._clear_trigger = t
+        The one way into the Call. Returns the call's ``Ending`` when the input ends it
+        (``HangUp``), else None.
+        """
+        call = self.call
+        match leg_input:
+            case CallerAudio(payload=payload):
+                self.metrics.frames_in += 1
+                self._clear_trigger = now  # the local detector may turn it into a barge-in
+                call.phone_audio(payload, now)
+                await self.flush()
+                self.metrics.uplink.add((self.clock() - now) * 1000)
+            case FarEndMark(name=name):
+                call.phone_mark(name, now)
+                await self.flush()
+            case Dtmf(digit=digit):
+                call.phone_dtmf(digit, now)
+                await self.flush()
+            case TextInput(text=text):
+                call.text_input(text, now)
+                await self.flush()
+            case Interrupt():
+                self._clear_trigger = now
+                call.interrupt(now)
+                await self.flush()
+            case HangUp(reason=reason):
+                call.phone_stopped(now, reason)
+                return Ending(reason)
+        return None
 
     def _notify(self) -> None:
         events, self.call.events = self.call.events, []
@@ -191,7 +250,7 @@ class CallRunner:
                 logger.exception("call %s: observer failed", self.call.call_sid)
 
     async def _leg_reader(self) -> Ending:
-        return await self.leg.pump(self.call, self)
+        return await self.leg.pump(self)
 
     async def _model_reader(self) -> Ending:
         assert self.model is not None

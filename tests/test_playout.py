@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.playout import Heard, Playout, SendAudio, SendMark
+from bridge.playout import Heard, Playout, SendAudio, SendMark, mark_name, parse_mark
 
 BPM = 8.0  # mu-law 8 kHz
 FRAME = 160  # bytes per 20 ms frame
@@ -35,6 +35,11 @@ def audio_sizes(outs: list[SendAudio | SendMark]) -> list[int]:
     return [len(o.payload) for o in outs if isinstance(o, SendAudio)]
 
 
+def buffered_ms(p: Playout, now: float) -> float:
+    """Audio released to the far end and not played yet, as the playout's schedule models it."""
+    return p.schedule.ahead_ms(now)
+
+
 # -- pacing -------------------------------------------------------------------------------
 
 
@@ -45,7 +50,7 @@ def test_releases_only_lead_ms_in_chunks_each_followed_by_a_mark() -> None:
     assert [type(o) for o in outs] == [SendAudio, SendMark] * 4
     assert audio_sizes(outs) == [320] * 4
     assert marks(outs) == ["1:a", "2:a", "3:a", "4:a"]
-    assert p.buffered_ms(0.0) == pytest.approx(160)
+    assert buffered_ms(p, 0.0) == pytest.approx(160)
     assert p.pull(0.01) == []
     # One chunk is released once 40 ms have played (120 ms left + 40 ms = lead).
     assert p.next_due(0.0) == pytest.approx(0.04)
@@ -62,7 +67,7 @@ def test_echo_jitter_does_not_move_the_schedule_but_a_stall_does() -> None:
     # Its echo comes back 30 ms after the modelled end: that is the round trip, not the
     # far end lagging, so the schedule (and what the caller heard) stays put.
     p.on_mark("1:a", 0.070)
-    assert p.buffered_ms(0.070) == pytest.approx(50)
+    assert buffered_ms(p, 0.070) == pytest.approx(50)
     heard = p.heard(0.070)
     assert heard is not None and heard.ms == 70
     assert marks(p.pull(0.080)) == ["4:a"]
@@ -70,7 +75,7 @@ def test_echo_jitter_does_not_move_the_schedule_but_a_stall_does() -> None:
     # more than jitter explains, so the rest of the schedule moves back by 70 ms: chunk 2
     # ended at 150 ms (one 30 ms return trip before its echo).
     p.on_mark("2:a", 0.180)
-    assert p.buffered_ms(0.180) == pytest.approx(50)
+    assert buffered_ms(p, 0.180) == pytest.approx(50)
     heard = p.heard(0.180)
     assert heard is not None and heard.ms == 110
     assert p.pull(0.185) == []
@@ -212,6 +217,13 @@ def test_an_echo_for_a_later_chunk_confirms_the_earlier_ones() -> None:
     p.on_mark("2:a", 0.121)  # late duplicate: ignored
     assert p.played_ms("a") == 120
     assert p.heard(0.130) == Heard("a", 0, 130)
+
+
+def test_mark_names_parse_back_and_nothing_else_does() -> None:
+    assert parse_mark(mark_name(12, "item_abc")) == (12, "item_abc")
+    assert parse_mark("3:a:b") == (3, "a:b")
+    for name in ("greeting", "x:a", "", ":a", "-1:a", "\u0661:a"):
+        assert parse_mark(name) is None, name
 
 
 def test_unknown_marks_are_ignored() -> None:
@@ -570,7 +582,7 @@ def simulate(seed: int) -> Stats:
         if outs and was_idle and t > 0:
             stats.underruns += 1
         assert far.buffered_ms() <= lead_ms + 1e-6
-        assert far.buffered_ms() <= playout.buffered_ms(t) + 1e-6
+        assert far.buffered_ms() <= buffered_ms(playout, t) + 1e-6
     else:
         raise AssertionError("simulation did not finish")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from bridge.audio.transcode import Uplink
-from bridge.call import Call
+from bridge.call import Call, CallEvent
 from bridge.config import Agent
+from bridge.inputs import CallerAudio, Dtmf, HangUp, Interrupt, TextInput
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, Playout, SendAudio
-from bridge.runner import CallRunner
+from bridge.runner import CallRunner, Ending
 
 
 class SlowLeg:
@@ -54,8 +55,8 @@ def test_nothing_queued_before_a_clear_reaches_the_phone_after_it():
         call._pull(0.0)
         pacing = asyncio.create_task(runner.flush())  # 4 chunks and their marks
         await asyncio.sleep(0)
-        call.interrupt(0.01)  # a barge-in from the leg reader meanwhile
-        await asyncio.gather(pacing, runner.flush())
+        # A barge-in from the leg reader meanwhile.
+        await asyncio.gather(pacing, runner.feed(Interrupt(), 0.01))
         clear_at = next(i for i, o in enumerate(leg.wire) if isinstance(o, ClearPlayback))
         assert not any(isinstance(o, SendAudio) for o in leg.wire[clear_at:])
 
@@ -75,5 +76,27 @@ def test_the_pacer_wakes_when_audio_is_queued_behind_a_full_buffer():
         pacer.cancel()
         sent_ms = sum(len(o.payload) for o in leg.wire if isinstance(o, SendAudio)) / 8
         assert sent_ms >= 160 + 240, sent_ms  # the lead, then ~300 ms of paced release
+
+    asyncio.run(main())
+
+
+def test_feed_is_the_one_way_into_the_call():
+    async def main() -> None:
+        runner, leg = make_runner()
+        call = runner.call
+        seen: list[CallEvent] = []
+        runner.observers.append(lambda _call, events: seen.extend(events))
+        assert await runner.feed(CallerAudio(b"\xff" * 160), 0.0) is None
+        await runner.feed(Dtmf("5"), 0.02)
+        await runner.feed(TextInput("Hello?"), 0.04)
+        call.playout.push("A", 0, b"\x01" * 8 * 400, 400)
+        call._pull(0.05)
+        await runner.feed(Interrupt(), 0.06)
+        assert runner.metrics.frames_in == 1
+        assert sum(runner.metrics.clear.counts) == 1  # the interrupt's clear went out
+        assert isinstance(leg.wire[-1], ClearPlayback)
+        assert [e.kind for e in seen][:2] == ["dtmf", "user_text"]
+        assert await runner.feed(HangUp("caller hung up"), 0.08) == Ending("caller hung up")
+        assert call.closed == "caller hung up"
 
     asyncio.run(main())

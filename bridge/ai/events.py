@@ -22,13 +22,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.audio.formats import MODEL_RATE
 from bridge.config import Agent
 from bridge.errors import RealtimeProtocolError
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-PCM_FORMAT: dict[str, Any] = {"type": "audio/pcm", "rate": SAMPLE_RATE}
+PCM_FORMAT: dict[str, Any] = {"type": "audio/pcm", "rate": MODEL_RATE}
 
 
 def new_event_id() -> str:
@@ -236,7 +236,7 @@ def parse_server_event(message: str | bytes) -> ServerEvent:
     """Parse one server text frame. Raises ``RealtimeProtocolError`` if it does not fit."""
     try:
         data = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: "[[[[…"
         raise RealtimeProtocolError(f"server event is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RealtimeProtocolError("server event is not a JSON object")
@@ -342,5 +342,5 @@ def _b64(d: dict[str, Any], key: str) -> bytes:
     value = _str(d, key)
     try:
         return binascii.a2b_base64(value, strict_mode=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a plain ValueError for non-ASCII text
         raise _Missing(f"{key!r} is not valid base64 ({exc})") from None

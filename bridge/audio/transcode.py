@@ -1,12 +1,11 @@
-"""Stateful transcoders between a phone leg's audio and the model's PCM16 24 kHz, and framing.
+"""Stateful transcoders between a phone leg's audio and the model's PCM16 24 kHz.
 
 Owns the two directions of a call's audio path, in the shape of httpx's streaming
 decoders (``decode(bytes) -> bytes`` + ``flush()``):
 
 * ``Uplink``: leg audio (μ-law 8 kHz from Twilio, or PCM16LE at the softphone's rate)
   -> PCM16LE 24 kHz for ``input_audio_buffer.append``;
-* ``Downlink``: PCM16LE 24 kHz from ``response.output_audio.delta`` -> leg audio;
-* ``Framer``: cuts leg audio into whole frames (Twilio plays 20 ms = 160 μ-law bytes).
+* ``Downlink``: PCM16LE 24 kHz from ``response.output_audio.delta`` -> leg audio.
 
 Each keeps its state across calls (resampler history, a dangling odd byte of PCM16), so
 payloads may be any size. Nothing here knows about sockets, JSON, base64 or time.
@@ -19,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from bridge.audio.formats import MODEL_RATE
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.resample import StreamResampler
 
@@ -30,13 +30,11 @@ __all__ = [
     "PCM16_SILENCE",
     "Codec",
     "Downlink",
-    "Framer",
     "Uplink",
 ]
 
 Codec = Literal["mulaw", "pcm16"]
 
-MODEL_RATE = 24000  # the Realtime API's audio/pcm rate, both directions
 MULAW_SILENCE = b"\xff"  # μ-law code for 0
 PCM16_SILENCE = b"\x00"
 
@@ -124,43 +122,3 @@ class Downlink:
             logger.debug("downlink: dropping a dangling odd byte at flush")
             self._odd = b""
         return self._to_leg(self._resampler.flush())
-
-
-class Framer:
-    """Cuts a byte stream into frames of exactly ``frame_bytes``."""
-
-    def __init__(self, frame_bytes: int) -> None:
-        if frame_bytes <= 0:
-            raise ValueError(f"frame_bytes must be positive, got {frame_bytes}")
-        self.frame_bytes = frame_bytes
-        self._buf = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes held that do not yet make a whole frame."""
-        return len(self._buf)
-
-    def push(self, data: bytes) -> list[bytes]:
-        """Add data; return the whole frames now available (possibly none)."""
-        self._buf += data
-        size = self.frame_bytes
-        whole = len(self._buf) - len(self._buf) % size
-        if not whole:
-            return []
-        view = bytes(self._buf[:whole])
-        del self._buf[:whole]
-        return [view[i : i + size] for i in range(0, whole, size)]
-
-    def flush(self, pad: bytes = MULAW_SILENCE) -> bytes | None:
-        """Return the last partial frame padded to full size with ``pad``; None if empty.
-
-        ``pad`` is the codec's silence: ``MULAW_SILENCE`` for μ-law, ``PCM16_SILENCE`` for PCM16.
-        """
-        if not self._buf:
-            return None
-        if not pad:
-            raise ValueError("pad must be at least one byte")
-        missing = self.frame_bytes - len(self._buf)
-        frame = bytes(self._buf) + (pad * missing)[:missing]
-        self._buf.clear()
-        return frame

@@ -1,7 +1,10 @@
 """WAV files of mono 16-bit PCM: the format of the fixtures, the greeting and recordings.
 
 Owns reading and writing them with the standard library ``wave`` module; nothing else
-(no resampling, no other sample formats).
+(no resampling, no other sample formats: stereo is refused, not mixed down).
+
+``bridge.sim.wav`` is a deliberate copy with the same rules: the Twilio simulator must not
+import the bridge's audio code, so that it stays an independent check of it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Refuses a handshake whose ``X-Twilio-Signature`` does not check out (when a Twilio auth
 token is configured), waits for ``start``, refuses a stream without a valid, unexpired
-token for its CallSid, then runs the call. Bad frames are dropped with one log line each
-(then summarised, so a flood cannot flood the log); fatal ones end the call cleanly.
+token for its CallSid, then runs the call: ``pump`` turns each frame into a typed input
+(``bridge.phone.protocol.leg_input``) and hands it to the runner, ``send`` writes the
+Call's commands as Twilio messages. Bad frames are dropped with one log line each (then
+summarised, so a flood cannot flood the log); fatal ones end the call cleanly.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
-from bridge.phone.protocol import Dtmf, Mark, Media, MediaStream, Start, Stop
+from bridge.phone.protocol import MediaStream, Start, Stop, leg_input
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
 from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
@@ -114,7 +116,12 @@ class TwilioLeg:
             await self.close("no start message", code=POLICY_VIOLATION)
             return None
 
-    async def pump(self, call: Call, runner: CallRunner) -> Ending:
+    async def pump(self, runner: CallRunner) -> Ending:
+        """The reading loop: read a frame, parse it, hand what it means to the runner.
+
+        The shape of python-websockets' ``asyncio/connection.py`` over its sans-I/O
+        ``protocol.py``: the shell only moves frames; ``MediaStream`` decides what they are.
+        """
         clock = runner.clock
         while True:
             try:
@@ -130,18 +137,9 @@ class TwilioLeg:
                 if self._bad_frame(exc):
                     return Ending(f"protocol error: {exc}", POLICY_VIOLATION)
                 continue
-            match event:
-                case Media(payload=payload):
-                    await runner.caller_audio(payload, now)
-                case Mark(name=name):
-                    await runner.far_end_mark(name, now)
-                case Dtmf(digit=digit):
-                    call.phone_dtmf(digit, now)
-                    await runner.flush()
-                case Stop():
-                    return Ending("caller hung up")
-                case _:
-                    pass
+            fed = leg_input(event)
+            if fed is not None and (ending := await runner.feed(fed, now)) is not None:
+                return ending
 
     async def send(self, outs: list[PhoneOut]) -> None:
         if self.closed:

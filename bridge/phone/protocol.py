@@ -1,9 +1,12 @@
 """Twilio Media Streams (bidirectional ``<Connect><Stream>``), sans-I/O.
 
 Owns the wire format of one stream: parsing every message Twilio sends into a frozen
-dataclass, and building the only three messages we may send back (``media``, ``mark``,
-``clear``). It never touches a socket, a clock or the audio itself: the I/O shell feeds
-it text/binary frames and writes out the strings it builds.
+dataclass, mapping those the call needs onto the typed leg inputs (:func:`leg_input`:
+``media`` -> ``CallerAudio``, ``mark`` -> ``FarEndMark``, ``dtmf`` -> ``Dtmf``, ``stop`` ->
+``HangUp``), and building the only three messages we may send back (``media``, ``mark``,
+``clear``). It never touches a socket, a clock, the Call or the audio itself: the I/O
+shell feeds it text/binary frames, hands the inputs to the runner and writes out the
+strings it builds.
 
 Protocol reference: https://www.twilio.com/docs/voice/media-streams/websocket-messages
 
@@ -61,9 +64,11 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from bridge import inputs
 from bridge.errors import PhoneProtocolError
 
 __all__ = [
+    "HANGUP_REASON",
     "Connected",
     "Dtmf",
     "Event",
@@ -72,6 +77,7 @@ __all__ = [
     "MediaStream",
     "Start",
     "Stop",
+    "leg_input",
 ]
 
 MULAW_ENCODING = "audio/x-mulaw"
@@ -124,6 +130,24 @@ class Stop:
 
 Event = Connected | Start | Media | Dtmf | Mark | Stop
 
+# Twilio's ``stop`` also follows a transfer (``<Dial>``): for this call's stream it is the end.
+HANGUP_REASON = "caller hung up"
+
+
+def leg_input(event: Event) -> inputs.LegInput | None:
+    """What ``event`` means to the call (None: nothing, e.g. ``connected`` or ``start``)."""
+    match event:
+        case Media(payload=payload):
+            return inputs.CallerAudio(payload)
+        case Mark(name=name):
+            return inputs.FarEndMark(name)
+        case Dtmf(digit=digit):
+            return inputs.Dtmf(digit)
+        case Stop():
+            return inputs.HangUp(HANGUP_REASON)
+        case _:
+            return None
+
 
 def _drop(reason: str) -> PhoneProtocolError:
     return PhoneProtocolError(reason, fatal=False)
@@ -141,8 +165,8 @@ def _show(value: object) -> str:
 
 def _digits(value: object, field: str) -> int:
     # Twilio sends numbers in media as decimal strings ("chunk": "1"); int() alone would
-    # also take " 1", "+1", "1_0" or non-ASCII digits.
-    if type(value) is not str or not value.isascii() or not value.isdigit():
+    # also take " 1", "+1", "1_0" or non-ASCII digits, and raise ValueError past 4300 digits.
+    if type(value) is not str or not value.isascii() or not value.isdigit() or len(value) > 18:
         raise _drop(f"{field} must be a decimal string, got {_show(value)}")
     return int(value)
 
@@ -173,12 +197,13 @@ class MediaStream:
             raise _drop("binary frame (Twilio sends text frames only)")
         size = len(message)
         if size > self.max_message_bytes or (
-            not message.isascii() and (size := len(message.encode())) > self.max_message_bytes
+            not message.isascii()
+            and (size := len(message.encode("utf-8", "surrogatepass"))) > self.max_message_bytes
         ):
             raise _drop(f"message of {size} bytes exceeds {self.max_message_bytes}")
         try:
             data = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep ("[[[[…")
             raise _drop("not JSON") from None
         if type(data) is not dict:
             raise _drop("not a JSON object")
@@ -296,7 +321,7 @@ class MediaStream:
         if type(body) is not dict:
             raise _drop("media: missing media object")
         track = body.get("track")
-        if track not in _MEDIA_TRACKS:
+        if type(track) is not str or track not in _MEDIA_TRACKS:  # a list is unhashable
             raise _drop(f"media: unknown track {_show(track)}")
         chunk = _digits(body.get("chunk"), "media.chunk")
         timestamp = _digits(body.get("timestamp"), "media.timestamp")

@@ -1,9 +1,10 @@
 """``SoftphoneLeg``: one browser session as the phone side of a ``Call``.
 
 The Socket.IO handlers (``bridge.softphone.server``) parse each client event and
-``offer`` it here; ``pump`` feeds the Call in arrival order, exactly as the Twilio leg
-does, and ``send`` plays the Call's commands as Socket.IO events. The Call core owns
-barge-in, playout pacing and transcripts; this module owns only the session's limits:
+``offer`` it here, as a typed leg input; ``pump`` hands the inputs to the runner in
+arrival order, exactly as the Twilio leg does (a hang-up jumps the queue), and ``send``
+plays the Call's commands as Socket.IO events. The Call core owns barge-in, playout
+pacing and transcripts; this module owns only the session's limits:
 
 * what the browser sends waits in a bounded inbox: when it is full, further messages
   are dropped and counted (a stalled Call never grows memory); marks and commands have
@@ -27,25 +28,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.call import Call, CallEvent
+from bridge.inputs import CallerAudio, HangUp, Interrupt, LegInput, TextInput
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark, item_of_mark
 from bridge.runner import NORMAL, CallRunner, Ending
-from bridge.softphone.protocol import (
-    AudioIn,
-    ClearIn,
-    ClientEvent,
-    HangupIn,
-    MarkIn,
-    TextIn,
-    audio_out,
-)
+from bridge.softphone.protocol import HANGUP_REASON, ClientEvent, audio_out, leg_input
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, Any], Awaitable[None]]
 # Call events that mean someone is talking or typing (the idle timer restarts).
 _ACTIVITY = frozenset({"speech_started", "speech_stopped", "user_text", "barge_in"})
-HUNG_UP = "hung up"
+HUNG_UP = HANGUP_REASON
 
 
 class SoftphoneLeg:
@@ -73,9 +67,9 @@ class SoftphoneLeg:
         self.max_backlog = max_backlog
         self._backlog = backlog
         self._clock = clock
-        self._inbox: deque[tuple[float, ClientEvent]] = deque()
+        self._inbox: deque[tuple[float, LegInput]] = deque()
         self._wake = asyncio.Event()
-        self._end: str | None = None  # why the pump must stop (hang-up, disconnect)
+        self._end: HangUp | None = None  # why the pump must stop (hang-up, disconnect)
         self._last_activity = clock()
         self._notes: list[tuple[str, dict[str, Any]]] = []  # status/text for the writer
         self._notes_ready = asyncio.Event()
@@ -92,14 +86,15 @@ class SoftphoneLeg:
 
     def offer(self, event: ClientEvent) -> bool:
         """Queue a parsed client event; False if it was dropped (inbox full, or ended)."""
-        if isinstance(event, HangupIn):
-            self._stop(HUNG_UP)
+        fed = leg_input(event)
+        if isinstance(fed, HangUp):
+            self._stop(fed)
             return True
         if self.ending:
             return False
         # Marks and commands may use a second allowance: losing a mark would leave the
         # playout waiting for an echo that never comes. Audio gets the first one only.
-        limit = self.max_inbox if isinstance(event, AudioIn) else 2 * self.max_inbox
+        limit = self.max_inbox if isinstance(fed, CallerAudio) else 2 * self.max_inbox
         if len(self._inbox) >= limit:
             self.dropped_in += 1
             self.metrics.frames_dropped += 1
@@ -110,7 +105,7 @@ class SoftphoneLeg:
                     self.dropped_in,
                 )
             return False
-        self._inbox.append((self._clock(), event))
+        self._inbox.append((self._clock(), fed))
         self._wake.set()
         return True
 
@@ -122,23 +117,24 @@ class SoftphoneLeg:
     def disconnected(self, reason: str) -> None:
         """The browser went away (closed the tab, lost the network, or we disconnected it)."""
         self.connected = False
-        self._stop(f"browser disconnected ({reason})")
+        self._stop(HangUp(f"browser disconnected ({reason})"))
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, hangup: HangUp) -> None:
         if self._end is None:
-            self._end = reason
+            self._end = hangup
         self._wake.set()
 
     # ------------------------------------------------------------------ the Leg protocol
 
-    async def pump(self, call: Call, runner: CallRunner) -> Ending:
+    async def pump(self, runner: CallRunner) -> Ending:
         clock = runner.clock
         self._last_activity = clock()
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_notes(), name=f"notes {call.call_sid}")
+            self._writer = asyncio.create_task(self._write_notes(), name=f"notes {self.session_id}")
         while True:
-            if self._end is not None:
-                return Ending(self._end)
+            if (hangup := self._end) is not None:
+                ending = await runner.feed(hangup, clock())
+                return ending if ending is not None else Ending(hangup.reason)
             # Activity: speech or typing (``observe``, the handlers) and agent audio going
             # out (``send``). Not ``playout.active``: a page that never echoes its marks
             # would keep that true, and the session alive, forever.
@@ -152,23 +148,11 @@ class SoftphoneLeg:
                     async with asyncio.timeout(remaining):
                         await self._wake.wait()
                 continue
-            t, event = self._inbox.popleft()
-            match event:
-                case AudioIn(pcm=pcm):
-                    await runner.caller_audio(pcm, t)
-                case MarkIn(name=name):
-                    await runner.far_end_mark(name, t)
-                case TextIn(text=text):
-                    self._last_activity = t
-                    call.text_input(text, t)
-                    await runner.flush()
-                case ClearIn():
-                    self._last_activity = t
-                    runner.mark_trigger(t)
-                    call.interrupt(t)
-                    await runner.flush()
-                case _:
-                    pass
+            t, fed = self._inbox.popleft()
+            if isinstance(fed, TextInput | Interrupt):
+                self._last_activity = t  # someone is typing or interrupting
+            if (ending := await runner.feed(fed, t)) is not None:
+                return ending
 
     async def send(self, outs: list[PhoneOut]) -> None:
         if self.closed or not self.connected:

@@ -1,7 +1,8 @@
 """The softphone's Socket.IO event API, sans-I/O: connect parameters, client events, replies.
 
 Owns what goes over the ``/softphone`` namespace and nothing else: it never touches
-sockets, the Call or the clock. The shape follows existing Socket.IO voice gateways
+sockets, the Call or the clock. Client events become the typed leg inputs of
+``bridge.inputs`` through :func:`leg_input`. The shape follows existing Socket.IO voice gateways
 (``audio`` with ``{data, meta_info: {sample_rate, …}}``, ``text``, ``clear``, ``status``,
 ``error``); ``mark`` is this bridge's addition, so the page can report playback progress
 exactly like Twilio's media stream does (``bridge.playout``).
@@ -41,11 +42,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bridge import inputs
 from bridge.config import Agent, Settings
 from bridge.errors import PhoneProtocolError
 
 __all__ = [
     "DEFAULT_RATE",
+    "HANGUP_REASON",
     "NAMESPACE",
     "RATES",
     "AudioIn",
@@ -58,6 +61,7 @@ __all__ = [
     "TextIn",
     "allowed_origin",
     "audio_out",
+    "leg_input",
     "parse_client_event",
     "parse_connect",
 ]
@@ -102,7 +106,10 @@ def parse_connect(auth: object, query_string: str, settings: Settings) -> Connec
         token = params.get("token", "")
         if not token:
             raise Refused("unauthorized", "this softphone needs an access token")
-        if not hmac.compare_digest(token.encode(), expected.encode()):
+        # surrogatepass: a JSON "\ud800" escape in auth must be refused, not crash encode().
+        if not hmac.compare_digest(
+            token.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+        ):
             raise Refused("unauthorized", "the access token is not valid")
     name = params.get("agentId") or settings.default_agent
     agent = settings.agent(name)
@@ -189,6 +196,23 @@ class HangupIn:
 
 ClientEvent = AudioIn | TextIn | MarkIn | ClearIn | HangupIn
 
+HANGUP_REASON = "hung up"
+
+
+def leg_input(event: ClientEvent) -> inputs.LegInput:
+    """What a client event means to the call."""
+    match event:
+        case AudioIn(pcm=pcm):
+            return inputs.CallerAudio(pcm)
+        case MarkIn(name=name):
+            return inputs.FarEndMark(name)
+        case TextIn(text=text):
+            return inputs.TextInput(text)
+        case ClearIn():
+            return inputs.Interrupt()
+        case HangupIn():
+            return inputs.HangUp(HANGUP_REASON)
+
 
 def parse_client_event(
     event: str, data: object, *, sample_rate: int, max_bytes: int
@@ -235,7 +259,8 @@ def _audio(data: object, sample_rate: int, max_bytes: int) -> AudioIn:
     if not isinstance(meta, Mapping):
         raise PhoneProtocolError("bad_message: meta_info must be an object")
     rate = meta.get("sample_rate", sample_rate)
-    if isinstance(rate, str) and rate.isdigit():
+    # ASCII and short: "²".isdigit() is true and int() past 4300 digits raises ValueError.
+    if isinstance(rate, str) and rate.isascii() and rate.isdigit() and len(rate) <= 6:
         rate = int(rate)
     if rate != sample_rate:
         raise PhoneProtocolError(

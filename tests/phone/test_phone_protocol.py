@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
+from bridge import inputs
 from bridge.errors import PhoneProtocolError
-from bridge.phone.protocol import Connected, Dtmf, Mark, Media, MediaStream, Start, Stop
+from bridge.phone.protocol import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    MediaStream,
+    Start,
+    Stop,
+    leg_input,
+)
 
 STREAM = "MZ" + "0" * 32
 CALL = "CA" + "1" * 32
@@ -428,3 +438,11 @@ def test_builders_refuse_empty_payload_and_name(stream: MediaStream) -> None:
         stream.media(b"")
     with pytest.raises(PhoneProtocolError, match="without a name"):
         stream.mark("")
+
+
+def test_events_become_the_calls_typed_inputs() -> None:
+    assert leg_input(Media("inbound", 1, 20, b"\xff")) == inputs.CallerAudio(b"\xff")
+    assert leg_input(Mark("3:item_a")) == inputs.FarEndMark("3:item_a")
+    assert leg_input(Dtmf("5")) == inputs.Dtmf("5")
+    assert leg_input(Stop(CALL)) == inputs.HangUp("caller hung up")
+    assert leg_input(Connected("Call", "1.0.0")) is None

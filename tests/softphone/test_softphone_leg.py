@@ -2,10 +2,13 @@
 
 import asyncio
 import base64
+from typing import Any
 
 from bridge.call import CallEvent
+from bridge.inputs import CallerAudio, FarEndMark, HangUp, Interrupt, TextInput
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, SendAudio, SendMark
+from bridge.runner import Ending
 from bridge.softphone.leg import SoftphoneLeg, public_reason
 from bridge.softphone.protocol import AudioIn, ClearIn, HangupIn, MarkIn, TextIn
 
@@ -23,7 +26,7 @@ class Recorder:
 
 
 def make_leg(rec, **kw):
-    options = {
+    options: dict[str, Any] = {
         "session_id": "SP1",
         "sample_rate": 16000,
         "metrics": Metrics(),
@@ -91,31 +94,35 @@ def test_inbox_is_bounded_but_hangup_always_gets_through():
 
 
 class FakeRunner:
+    """Applies each input to the call the way ``CallRunner.feed`` does, and counts flushes."""
+
     def __init__(self, call):
         self.call = call
         self.flushes = 0
         self.triggers = []
 
-    async def caller_audio(self, pcm, now):
-        self.triggers.append(now)
-        self.call.phone_audio(pcm, now)
+    async def feed(self, leg_input, now):
+        match leg_input:
+            case CallerAudio(payload=pcm):
+                self.triggers.append(now)
+                self.call.phone_audio(pcm, now)
+            case FarEndMark(name=name):
+                self.call.phone_mark(name, now)
+            case TextInput(text=text):
+                self.call.text_input(text, now)
+            case Interrupt():
+                self.triggers.append(now)
+                self.call.interrupt(now)
+            case HangUp(reason=reason):
+                return Ending(reason)
         self.flushes += 1
-
-    async def far_end_mark(self, name, now):
-        self.call.phone_mark(name, now)
-        self.flushes += 1
+        return None
 
     @staticmethod
     def clock():
         import time
 
         return time.monotonic()
-
-    def mark_trigger(self, t):
-        self.triggers.append(t)
-
-    async def flush(self):
-        self.flushes += 1
 
 
 class FakePlayout:
@@ -124,6 +131,7 @@ class FakePlayout:
 
 class FakeCall:
     call_sid = "SP1"
+    agent: Any = None
 
     def __init__(self):
         self.playout = FakePlayout()
@@ -150,7 +158,7 @@ def test_pump_feeds_the_call_in_order_and_ends_on_hangup():
         runner = FakeRunner(call)
         for event in (AudioIn(b"\x01\x00"), MarkIn("1:a"), TextIn("hi"), ClearIn()):
             leg.offer(event)
-        pump = asyncio.create_task(leg.pump(call, runner))
+        pump = asyncio.create_task(leg.pump(runner))
         await asyncio.sleep(0.05)
         assert call.fed == [
             ("audio", b"\x01\x00"),
@@ -176,7 +184,7 @@ def test_idle_unless_someone_talks_or_the_agent_plays():
         leg = make_leg(rec, idle_timeout_s=0.2)
         call = FakeCall()
         runner = FakeRunner(call)
-        pump = asyncio.create_task(leg.pump(call, runner))
+        pump = asyncio.create_task(leg.pump(runner))
         for _ in range(4):  # the agent is speaking: not idle
             await asyncio.sleep(0.1)
             await leg.send([SendAudio(b"\x00\x00"), SendMark("1:a")])
@@ -197,7 +205,7 @@ def test_browser_gone_means_no_more_emits():
         leg = make_leg(rec)
         call = FakeCall()
         runner = FakeRunner(call)
-        pump = asyncio.create_task(leg.pump(call, runner))
+        pump = asyncio.create_task(leg.pump(runner))
         leg.disconnected("transport close")
         assert (await asyncio.wait_for(pump, 1)).reason == (
             "browser disconnected (transport close)"
@@ -220,7 +228,7 @@ def test_transcripts_and_readiness_reach_the_page():
             name = "front"
 
         call.agent = AgentStub()
-        pump = asyncio.create_task(leg.pump(call, runner))
+        pump = asyncio.create_task(leg.pump(runner))
         leg.observe(
             call,
             [

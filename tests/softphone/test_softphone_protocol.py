@@ -4,6 +4,7 @@ import base64
 
 import pytest
 
+from bridge import inputs
 from bridge.config import Agent, Settings
 from bridge.errors import PhoneProtocolError
 from bridge.playout import item_of_mark
@@ -17,6 +18,7 @@ from bridge.softphone.protocol import (
     allowed_origin,
     audio_out,
     error_payload,
+    leg_input,
     parse_client_event,
     parse_connect,
 )
@@ -144,3 +146,11 @@ def test_server_payloads():
         "code": "bad_message",
         "message": "plain words",
     }
+
+
+def test_client_events_become_the_calls_typed_inputs():
+    assert leg_input(AudioIn(b"\x01\x00")) == inputs.CallerAudio(b"\x01\x00")
+    assert leg_input(MarkIn("1:a")) == inputs.FarEndMark("1:a")
+    assert leg_input(TextIn("hi")) == inputs.TextInput("hi")
+    assert leg_input(ClearIn()) == inputs.Interrupt()
+    assert leg_input(HangupIn()) == inputs.HangUp("hung up")
