@@ -6,7 +6,8 @@ project reads ``os.environ``. A malformed value raises ``ConfigError`` naming th
 so a bad deploy fails at start-up instead of on the first call.
 
 Agents come from an optional TOML file (``AGENTS_FILE``); without it there is one default
-agent built from ``OPENAI_VOICE`` / ``AGENT_INSTRUCTIONS`` / ``AGENT_GREETING``.
+agent built from ``OPENAI_VOICE`` / ``AGENT_INSTRUCTIONS`` / ``AGENT_GREETING`` (set but
+empty: the agent does not greet).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Settings:
         default = Agent(
             instructions=get.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
             voice=get.choice("OPENAI_VOICE", VOICES) or "marin",
-            greeting=get.text("AGENT_GREETING") or DEFAULT_GREETING,
+            # Set but empty means "no greeting"; unset means the default one.
+            greeting=env.get("AGENT_GREETING", DEFAULT_GREETING).strip(),
         )
         agents: tuple[Agent, ...] = (default,)
         default_name = "default"

@@ -43,13 +43,20 @@ class Histogram:
                 return min(_EDGES_MS[min(i, len(_EDGES_MS) - 1)], self.max)
         return self.max
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
+        """n and p50/p99/max/mean in ms; with no samples (n = 0) the figures are None.
+
+        None, not NaN: the summary goes out as JSON (``GET /metrics``), which has no NaN,
+        and not 0, which would read as a measured zero latency.
+        """
+        if self.n == 0:
+            return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
         return {
             "n": self.n,
             "p50_ms": round(self.quantile(0.5), 4),
             "p99_ms": round(self.quantile(0.99), 4),
             "max_ms": round(self.max, 4),
-            "mean_ms": round(self.total / self.n, 4) if self.n else math.nan,
+            "mean_ms": round(self.total / self.n, 4),
         }
 
 

@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import Settings
+from bridge.config import DEFAULT_GREETING, Settings
 from bridge.errors import ConfigError
+from bridge.sim.caller import simulate_call
+from tests.e2e import rig, run_undisturbed, silence
 
 
 def test_defaults_need_no_keys():
@@ -103,3 +105,45 @@ def test_bad_agents_file_fails_with_the_file_named(tmp_path: Path, body: str):
     agents.write_text(body)
     with pytest.raises(ConfigError, match="AGENTS_FILE"):
         Settings.from_env({"AGENTS_FILE": str(agents)}, env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("env", "greeting"),
+    [
+        ({}, DEFAULT_GREETING),
+        ({"AGENT_GREETING": "Good morning."}, "Good morning."),
+        ({"AGENT_GREETING": ""}, ""),
+        ({"AGENT_GREETING": "   "}, ""),
+    ],
+)
+def test_agent_greeting_set_but_empty_means_no_greeting(env: dict[str, str], greeting: str):
+    assert Settings.from_env(env, env_file=None).agents[0].greeting == greeting
+
+
+def test_empty_agent_greeting_from_env_file_reaches_agents_file_agents(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("AGENT_GREETING=\n")
+    agents = tmp_path / "agents.toml"
+    agents.write_text("[agents.quiet]\n[agents.chatty]\ngreeting = 'Hi.'\n")
+    s = Settings.from_env({"AGENTS_FILE": str(agents)}, env_file=env_file)
+    assert [(a.name, a.greeting) for a in s.agents] == [("quiet", ""), ("chatty", "Hi.")]
+
+
+def test_a_call_with_an_empty_greeting_asks_the_model_for_nothing():
+    async def main() -> None:
+        settings = Settings.from_env({"AGENT_GREETING": ""}, env_file=None)
+        async with rig(settings) as r:
+            result = await simulate_call(
+                r.bridge.base_url,
+                silence(1.0),
+                public_url=r.bridge.public_url,
+                auth_token=r.bridge.auth_token,
+                tail_s=0.5,
+            )
+            (session,) = r.agent.sessions
+        assert "session.update" in session.received
+        assert "response.create" not in session.received
+        assert session.responses == {} and session.errors == []
+        assert not any(e.kind == "agent_audio_start" for e in result.timeline)
+
+    run_undisturbed(main())

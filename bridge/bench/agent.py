@@ -12,21 +12,21 @@ import asyncio
 import json
 import logging
 import os
-import sys
+from typing import NoReturn
 
 from bridge.bench.server import pin
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="python -m bridge.bench.agent")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     args = parser.parse_args(argv)
     pin(args.cpu)
     logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(_serve())
+    asyncio.run(_serve())
 
 
-async def _serve() -> int:
+async def _serve() -> NoReturn:
     from bridge.local_agent import serve_local_agent
 
     server = await serve_local_agent("127.0.0.1", 0)
@@ -39,8 +39,7 @@ async def _serve() -> int:
             server.sessions.clear()
     finally:
         await server.close()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -162,6 +162,12 @@ def step(
     }
 
 
+def _ms(summary: dict[str, Any], key: str = "p99_ms") -> float:
+    """A figure of a histogram summary; NaN where it has none (``n`` = 0 gives None)."""
+    value = summary.get(key)
+    return math.nan if value is None else float(value)
+
+
 def _ratio(a: float, b: float) -> float:
     if not (a == a and b == b) or b <= 0:  # NaN or no baseline
         return math.nan
@@ -176,12 +182,8 @@ def add_ratios(row: dict[str, Any]) -> None:
     row["ratio"] = {
         "cpu_per_call": _ratio(b["cpu"]["ms_per_call_s"], r["cpu"]["ms_per_call_s"]),
         "memory_per_call": _ratio(b["memory"]["per_call_kib"], r["memory"]["per_call_kib"]),
-        "uplink_p99": _ratio(
-            b["latency_ms"]["uplink"]["p99_ms"], r["latency_ms"]["uplink"]["p99_ms"]
-        ),
-        "downlink_p99": _ratio(
-            b["latency_ms"]["downlink"]["p99_ms"], r["latency_ms"]["downlink"]["p99_ms"]
-        ),
+        "uplink_p99": _ratio(_ms(b["latency_ms"]["uplink"]), _ms(r["latency_ms"]["uplink"])),
+        "downlink_p99": _ratio(_ms(b["latency_ms"]["downlink"]), _ms(r["latency_ms"]["downlink"])),
     }
 
 
@@ -230,9 +232,9 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     )
     if at100 is not None:
         b100 = at100["bridge"]
-        up = b100["latency_ms"]["uplink"]["p99_ms"]
-        down = b100["latency_ms"]["downlink"]["p99_ms"]
-        jitter = b100["uplink_jitter_ms"]["p99_ms"]
+        up = _ms(b100["latency_ms"]["uplink"])
+        down = _ms(b100["latency_ms"]["downlink"])
+        jitter = _ms(b100["uplink_jitter_ms"])
         # Processing time alone says nothing when frames queue up before it starts.
         res.append(
             {
@@ -243,7 +245,7 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": max(up, down) <= 5.0 and b100["clean"],
             }
         )
-        clear = at100["bridge"]["barge_in"]["trigger_to_clear_ms"]["p99_ms"]
+        clear = _ms(at100["bridge"]["barge_in"]["trigger_to_clear_ms"])
         res.append(
             {
                 "target": "barge-in: clear <= 5 ms after the trigger (p99, 100 calls)",

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from bridge.audio.resample import resample_offline
 from bridge.bench.server import pin
@@ -52,10 +52,9 @@ from bridge.sim.result import RATE, item_of_mark
 from bridge.sim.ulaw import ulaw_encode
 from bridge.sim.webhook import (
     VOICE_PATH,
-    connect_url,
+    open_stream,
     parse_twiml,
     post_voice_webhook,
-    sign,
     voice_params,
 )
 
@@ -246,24 +245,7 @@ class LeanCaller:
         )
         target = parse_twiml(twiml, request_url=public_url + VOICE_PATH, require_wss=False)
         self.parameters = target.parameters
-        headers = {"User-Agent": "Twilio.TmeWs/1.0"}
-        if token:
-            headers["X-Twilio-Signature"] = sign(token, target.url, {})
-        try:
-            return await connect(
-                connect_url(target.url, base_url, public_url),
-                additional_headers=headers,
-                compression=None,
-                proxy=None,
-                ping_interval=None,
-                max_size=4 * 2**20,
-                close_timeout=2.0,
-                user_agent_header=None,
-            )
-        except InvalidStatus as exc:
-            raise StreamRejected(f"media handshake refused: {exc.response.status_code}") from exc
-        except (InvalidHandshake, TimeoutError) as exc:
-            raise StreamRejected(f"media handshake failed: {exc!r}") from exc
+        return await open_stream(target, base_url, public_url, token)
 
     def _next_seq(self) -> int:
         self.seq += 1

@@ -163,7 +163,3 @@ async def _wait_for_start(ws: WebSocket) -> str | None:
             return sid
         if data.get("event") == "stop":
             return None
-
-
-def create_relay(settings: Settings, model_url: str) -> Relay:
-    return Relay(settings, model_url)

@@ -6,9 +6,12 @@ side (``bridge.ai``): it checks what the bridge sends the way the service does, 
 copy of the rules, so it can catch the bridge's mistakes.
 
 * ``server``: the websockets shell (handshake checks, pumping frames, closing).
-* ``session``: one session, sans-I/O: state, greeting, echo, barge-in, maximum duration.
-* ``checks``: the service's shape rules for client events and ``session.update``.
-* ``input`` / ``vad`` / ``response``: the input buffer and its VAD, and spoken responses.
+* ``session``: one session, sans-I/O: state, dispatch, echo, barge-in, maximum duration.
+* ``checks``: the service's shape rules for client events, and the problems they can meet.
+* ``session_config``: the session configuration: GA defaults, ``session.update`` rules, merge.
+* ``conversation``: the conversation items and the ``conversation.item.*`` operations.
+* ``input`` / ``vad`` / ``response``: the input buffer and its VAD, and spoken responses
+  (with the packaged greeting).
 """
 
 from bridge.local_agent.server import (

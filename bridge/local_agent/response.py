@@ -3,50 +3,39 @@
 Owns what the service sends for an audio response, in the order it sends it
 (https://platform.openai.com/docs/api-reference/realtime-server-events): the opening
 events, the audio and transcript deltas (chunks of varying size, released faster than
-real time), and the closing events for a completed or cancelled response, with usage.
-It keeps the conversation item the response speaks into. Sans-I/O: it is told the time
-and returns events; ``bridge.local_agent.session`` decides when a response starts or stops.
+real time), and the closing events for a completed or cancelled response, with usage;
+and the packaged greeting, what a response says when there is no caller audio to echo.
+It keeps the conversation item the response speaks into (``bridge.local_agent.conversation``
+makes it). Sans-I/O: it is told the time and returns events; ``bridge.local_agent.session``
+decides when a response starts or stops.
 """
 
 from __future__ import annotations
 
 import binascii
 import random
-from collections.abc import Callable
+import wave
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
-Emit = Callable[..., dict[str, Any]]  # emit(event_type, **fields) -> event with an id
+from bridge.local_agent.conversation import Emit, Item
+
 BYTES_PER_MS = 48  # PCM16 mono 24 kHz
 
+GREETING_TRANSCRIPT = "Hello, this is the echo agent. Say something, and I will repeat it."
 
-@dataclass
-class Item:
-    """A conversation item as the local agent keeps it."""
 
-    id: str
-    role: str
-    audio: bytes = b""
-    transcript: str | None = None
-    status: str = "completed"
-    raw: dict[str, Any] | None = None  # items created by the client, as given
-
-    def wire(self) -> dict[str, Any]:
-        if self.raw is not None:
-            return self.raw
-        content: list[dict[str, Any]] = []
-        if self.role == "user":
-            content = [{"type": "input_audio", "transcript": self.transcript}]
-        elif self.status != "in_progress":
-            content = [{"type": "output_audio", "transcript": self.transcript}]
-        return {
-            "id": self.id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": self.status,
-            "role": self.role,
-            "content": content,
-        }
+@lru_cache(maxsize=1)
+def load_greeting() -> bytes:
+    """PCM16LE 24 kHz mono of the packaged greeting: what a response with nothing to echo says."""
+    ref = resources.files("bridge.local_agent").joinpath("greeting-24k.wav")
+    with ref.open("rb") as raw, wave.open(raw) as w:
+        if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (24000, 1, 2):
+            raise ValueError("greeting-24k.wav must be 24 kHz mono 16-bit")
+        frames: bytes = w.readframes(w.getnframes())
+        return frames
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Owns only I/O: the handshake checks the service makes (path, bearer header, ``model``
 query, no beta header), pumping client frames into an :class:`AgentSession` and its
 server events back out, and closing the socket when the session says so (maximum
-duration). Everything the agent *does* lives in the sans-I/O ``bridge.local_agent.session``,
-re-exported here.
+duration). Everything the agent *does* lives in the sans-I/O ``bridge.local_agent.session``
+and the modules it drives; the package's public names are re-exported here.
 
 It is at once the keyless default agent (``bridge local-agent``), the demo, and the test
 double for the real service: it echoes what the caller says, greets on a bare
@@ -28,7 +28,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
+from bridge.local_agent.response import GREETING_TRANSCRIPT, load_greeting
+from bridge.local_agent.session import AgentSession
 
 __all__ = [
     "GREETING_TRANSCRIPT",

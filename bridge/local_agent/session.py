@@ -1,11 +1,13 @@
 """One local-agent session: a Realtime (GA) look-alike that echoes the caller. Sans-I/O.
 
-Owns the conversation state of one socket: the effective session configuration, the input
-audio buffer and its VAD, the conversation items, and the one in-flight response with its
-schedule of audio deltas. It takes client events with the current time and returns the
-server events to send; response audio is released by :meth:`AgentSession.poll` as time
-passes (faster than real time, in chunks of varying size, like the service). It never
-touches a socket or a clock: ``bridge.local_agent`` is the I/O shell.
+Owns the state of one socket and the dispatch of client events: the effective session
+configuration (its rules: ``session_config``), the input audio buffer and its VAD turning
+into user turns (``input`` / ``vad``), the conversation (its items: ``conversation``), the
+one in-flight response with its schedule of audio deltas (``response``), and the session's
+maximum duration. It takes client events with the current time and returns the server
+events to send; response audio is released by :meth:`AgentSession.poll` as time passes
+(faster than real time, in chunks of varying size, like the service). It never touches a
+socket or a clock: ``bridge.local_agent.server`` is the I/O shell.
 
 It is strict on purpose, so that it catches the mistakes the real service punishes: every
 malformed, unknown or beta-shaped client event, a truncate past the audio actually sent,
@@ -26,48 +28,33 @@ from __future__ import annotations
 import binascii
 import logging
 import random
-import wave
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from bridge.local_agent.checks import (
     INVALID_AUDIO,
-    ITEM_TYPES,
     NO_ACTIVE_RESPONSE,
     RESPONSE_KEYS,
     Problem,
     already_responding,
-    bad_item_type,
     check_client_event,
-    check_session_update,
-    check_truncate,
     commit_empty,
-    default_session,
-    merge_session,
-    no_item,
     parse_frame,
+    unknown_response_key,
 )
+from bridge.local_agent.conversation import Conversation, Events
 from bridge.local_agent.input import SAMPLES_PER_MS, InputAudio
-from bridge.local_agent.response import Item, SpokenResponse, rate_limits, schedule
+from bridge.local_agent.response import (
+    GREETING_TRANSCRIPT,
+    SpokenResponse,
+    load_greeting,
+    rate_limits,
+    schedule,
+)
+from bridge.local_agent.session_config import check_session_update, default_session, merge_session
 from bridge.local_agent.vad import VadStart
 
 logger = logging.getLogger(__name__)
-
-GREETING_TRANSCRIPT = "Hello, this is the echo agent. Say something, and I will repeat it."
-
-
-@lru_cache(maxsize=1)
-def load_greeting() -> bytes:
-    """PCM16LE 24 kHz mono of the packaged greeting."""
-    ref = resources.files("bridge.local_agent").joinpath("greeting-24k.wav")
-    with ref.open("rb") as raw, wave.open(raw) as w:
-        if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (24000, 1, 2):
-            raise ValueError("greeting-24k.wav must be 24 kHz mono 16-bit")
-        frames: bytes = w.readframes(w.getnframes())
-        return frames
-
 
 RECEIVED_SAMPLES = 20
 
@@ -104,8 +91,7 @@ class AgentSession:
         self._configure_vad()
         self._speech_item: str | None = None
         self._speech_start_ms = 0
-        self._items: dict[str, Item] = {}
-        self._pending: str | None = None  # committed user audio not answered yet
+        self._conversation = Conversation(self._event, self._id)
         self._active: SpokenResponse | None = None
         self._tokens_left = 15_000_000
 
@@ -184,14 +170,11 @@ class AgentSession:
                 self._speech_item = None
                 return [self._event("input_audio_buffer.cleared")]
             case "conversation.item.create":
-                return self._on_item_create(event["item"], event_id)
+                return self._answer(self._conversation.create(event["item"]), event_id)
             case "conversation.item.delete":
-                return self._on_item_delete(event["item_id"], event_id)
+                return self._answer(self._conversation.delete(event["item_id"]), event_id)
             case "conversation.item.retrieve":
-                item = self._items.get(event["item_id"])
-                if item is None:
-                    return [self._error(no_item("retrieving", event["item_id"]), event_id)]
-                return [self._event("conversation.item.retrieved", item=item.wire())]
+                return self._answer(self._conversation.retrieve(event["item_id"]), event_id)
         raise AssertionError(event["type"])  # check_client_event lets nothing else through
 
     # ------------------------------------------------------------------ session
@@ -288,28 +271,8 @@ class AgentSession:
     def _commit(self, item_id: str, start: int, end: int) -> list[dict[str, Any]]:
         audio = self._input.audio(start, end)
         self._input.committed(end)
-        previous = self._last_item_id()
-        item = Item(item_id, "user", audio=audio)
-        self._items[item_id] = item
-        self._pending = item_id
-        out = [
-            self._event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
-            self._event("conversation.item.added", previous_item_id=previous, item=item.wire()),
-            self._event("conversation.item.done", previous_item_id=previous, item=item.wire()),
-        ]
-        if self.config["audio"]["input"]["transcription"]:
-            seconds = round(len(audio) / 2 / 24000, 3)
-            item.transcript = f"[caller speech {seconds:.1f} s]"
-            out.append(
-                self._event(
-                    "conversation.item.input_audio_transcription.completed",
-                    item_id=item_id,
-                    content_index=0,
-                    transcript=item.transcript,
-                    usage={"type": "duration", "seconds": seconds},
-                )
-            )
-        return out
+        transcribe = bool(self.config["audio"]["input"]["transcription"])
+        return self._conversation.commit(item_id, audio, transcribe=transcribe)
 
     # ------------------------------------------------------------------ responses
 
@@ -318,16 +281,7 @@ class AgentSession:
     ) -> list[dict[str, Any]]:
         for key in params:
             if key not in RESPONSE_KEYS:
-                return [
-                    self._error(
-                        Problem(
-                            "unknown_parameter",
-                            f"Unknown parameter: 'response.{key}'.",
-                            f"response.{key}",
-                        ),
-                        event_id,
-                    )
-                ]
+                return [self._error(unknown_response_key(key), event_id)]
         if self._active is not None:
             return [self._error(already_responding(self._active.id), event_id)]
         return self._start_response(now)
@@ -341,16 +295,13 @@ class AgentSession:
         return self._finish(r, "cancelled", "client_cancelled")
 
     def _start_response(self, now: float) -> list[dict[str, Any]]:
-        if self._pending is not None:
-            pcm = self._items[self._pending].audio
+        pcm = self._conversation.take_pending()
+        if pcm is not None:
             transcript = f"[echo of caller speech {len(pcm) / 48000:.1f} s]"
         else:
             pcm = self.greeting if self.greeting is not None else load_greeting()
             transcript = GREETING_TRANSCRIPT
-        self._pending = None
-        previous = self._last_item_id()
-        item = Item(self._id("item"), "assistant", status="in_progress")
-        self._items[item.id] = item
+        item, previous = self._conversation.add_assistant()
         chunks = schedule(
             pcm,
             transcript,
@@ -400,53 +351,11 @@ class AgentSession:
     def _on_truncate(
         self, item_id: str, content_index: int, audio_end_ms: int, event_id: str | None
     ) -> list[dict[str, Any]]:
-        item = self._items.get(item_id)
-        role = None if item is None else "client item" if item.raw is not None else item.role
         sent = self.audio_sent_ms.get(item_id, 0.0)
-        problem = check_truncate(role, item_id, content_index, audio_end_ms, sent)
-        if problem:
-            return [self._error(problem, event_id)]
-        self.truncates.append((item_id, content_index, audio_end_ms))
-        return [
-            self._event(
-                "conversation.item.truncated",
-                item_id=item_id,
-                content_index=content_index,
-                audio_end_ms=audio_end_ms,
-            )
-        ]
-
-    def _on_item_create(self, raw: dict[str, Any], event_id: str | None) -> list[dict[str, Any]]:
-        kind = raw.get("type")
-        if kind not in ITEM_TYPES:
-            return [self._error(bad_item_type(kind), event_id)]
-        item_id = raw.get("id") or self._id("item")
-        if item_id in self._items:
-            return [
-                self._error(
-                    Problem(
-                        "invalid_value", f"Item with id '{item_id}' already exists.", "item.id"
-                    ),
-                    event_id,
-                )
-            ]
-        wire = {**raw, "id": item_id, "object": "realtime.item", "status": "completed"}
-        previous = self._last_item_id()
-        self._items[item_id] = Item(item_id, str(raw.get("role", "")), raw=wire)
-        return [
-            self._event("conversation.item.added", previous_item_id=previous, item=wire),
-            self._event("conversation.item.done", previous_item_id=previous, item=wire),
-        ]
-
-    def _on_item_delete(self, item_id: str, event_id: str | None) -> list[dict[str, Any]]:
-        if self._items.pop(item_id, None) is None:
-            return [self._error(no_item("deleting", item_id), event_id)]
-        if self._pending == item_id:
-            self._pending = None
-        return [self._event("conversation.item.deleted", item_id=item_id)]
-
-    def _last_item_id(self) -> str | None:
-        return next(reversed(self._items), None)
+        result = self._conversation.truncate(item_id, content_index, audio_end_ms, sent)
+        if not isinstance(result, Problem):
+            self.truncates.append((item_id, content_index, audio_end_ms))
+        return self._answer(result, event_id)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -457,6 +366,10 @@ class AgentSession:
         error = self._error(Problem("session_expired", message, None), None)
         self.closed = (1001, message)
         return [error]
+
+    def _answer(self, result: Events | Problem, event_id: str | None) -> list[dict[str, Any]]:
+        """The events of an operation, or the ``error`` event of its problem."""
+        return [self._error(result, event_id)] if isinstance(result, Problem) else result
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"type": kind, "event_id": self._id("event"), **fields}

@@ -8,7 +8,9 @@ frames at the real-time pace, plays whatever the bridge sends back through ``Far
 ``stop`` and closes. It records what the caller heard, a timeline, every clear with how
 much of the interrupted item had truly played, and every message Twilio would reject.
 
-It talks to the bridge only over the wire; it never imports the bridge's own modules.
+The webhook, TwiML and handshake are ``bridge.sim.webhook``'s; this module owns the call
+once its stream is open (pacing, playback, marks, hang-up) and what it records. It talks
+to the bridge only over the wire; it never imports the bridge's own modules.
 https://www.twilio.com/docs/voice/media-streams/websocket-messages
 """
 
@@ -23,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from bridge.sim import messages
-from bridge.sim.errors import StreamRejected, TwilioWouldReject
+from bridge.sim.errors import TwilioWouldReject
 from bridge.sim.far_end import FarEnd, OutClear, OutMark, OutMedia, parse_outbound
 from bridge.sim.result import (
     CLEARED_SUFFIX,
@@ -45,10 +47,9 @@ from bridge.sim.ulaw import ulaw_decode, ulaw_encode
 from bridge.sim.wav import read_wav, write_wav
 from bridge.sim.webhook import (
     VOICE_PATH,
-    connect_url,
+    open_stream,
     parse_twiml,
     post_voice_webhook,
-    sign,
     twiml_summary,
     voice_params,
 )
@@ -171,26 +172,7 @@ class _Call:
         target = parse_twiml(self.twiml, request_url=request_url, require_wss=require_wss)
         self.violations += violations + target.violations
         self.parameters = target.parameters
-        headers = {"User-Agent": "Twilio.TmeWs/1.0"}
-        if auth_token:
-            headers["X-Twilio-Signature"] = sign(auth_token, target.url, {})
-        ws_url = connect_url(target.url, base_url, public_url)
-        try:
-            ws = await connect(
-                ws_url,
-                additional_headers=headers,
-                compression=None,
-                proxy=None,
-                ping_interval=None,
-                max_size=4 * 2**20,
-                close_timeout=2.0,
-                user_agent_header=None,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise StreamRejected(f"media handshake refused: {status}", status_code=status) from exc
-        except (InvalidHandshake, OSError, TimeoutError) as exc:
-            raise StreamRejected(f"media handshake failed: {exc!r}") from exc
+        ws = await open_stream(target, base_url, public_url, auth_token)
         async with ws:
             self.t0 = loop.time()
             self._event(t_twiml - self.t0, "twiml", twiml_summary(target))

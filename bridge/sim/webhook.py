@@ -1,9 +1,11 @@
-"""The control-plane half of a simulated Twilio call: the voice webhook and its TwiML.
+"""The setup of a simulated Twilio call: the voice webhook, its TwiML, the stream handshake.
 
-Owns what Twilio does before the media stream opens: the form-encoded ``POST
+Owns what Twilio does before the first media-stream message: the form-encoded ``POST
 /twilio/voice`` with the parameters Twilio sends for an inbound call, signed with
 ``X-Twilio-Signature`` over the public URL; reading ``<Connect><Stream url>`` and its
-``<Parameter>`` nouns from the TwiML; and where the simulator should really connect.
+``<Parameter>`` nouns from the TwiML; where the simulator should really connect; and the
+signed WebSocket handshake that opens the stream (``open_stream``). What flows over the
+stream once it is open is ``bridge.sim.caller``'s (and the benchmark's lean caller's).
 https://www.twilio.com/docs/voice/twiml/stream
 https://www.twilio.com/docs/usage/webhooks/webhooks-security
 """
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from bridge.sim.errors import StreamRejected, WebhookRejected
 
@@ -113,8 +117,8 @@ def parse_twiml(twiml: str, *, request_url: str, require_wss: bool) -> StreamTar
     if root.tag != "Response":
         raise WebhookRejected(f"TwiML root is <{root.tag}>, not <Response>")
     stream = None
-    for connect in root.iter("Connect"):
-        stream = connect.find("Stream")
+    for connect_verb in root.iter("Connect"):
+        stream = connect_verb.find("Stream")
         if stream is not None:
             break
     if stream is None:
@@ -153,6 +157,33 @@ def connect_url(stream_url: str, base_url: str, public_url: str | None) -> str:
         return stream_url
     scheme = "wss" if base.scheme == "https" else "ws"
     return urlunsplit((scheme, base.netloc, stream.path, "", ""))
+
+
+async def open_stream(
+    target: StreamTarget, base_url: str, public_url: str | None, auth_token: str | None
+) -> ClientConnection:
+    """Open the media WebSocket the TwiML names, as Twilio does: signed over the stream URL
+    (no query: Twilio refuses one), redirected from the public host to ``base_url``.
+    Raises StreamRejected when the handshake is refused or fails."""
+    headers = {"User-Agent": "Twilio.TmeWs/1.0"}
+    if auth_token:
+        headers["X-Twilio-Signature"] = sign(auth_token, target.url, {})
+    try:
+        return await connect(
+            connect_url(target.url, base_url, public_url),
+            additional_headers=headers,
+            compression=None,
+            proxy=None,
+            ping_interval=None,
+            max_size=4 * 2**20,
+            close_timeout=2.0,
+            user_agent_header=None,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise StreamRejected(f"media handshake refused: {status}", status_code=status) from exc
+    except (InvalidHandshake, OSError, TimeoutError) as exc:
+        raise StreamRejected(f"media handshake failed: {exc!r}") from exc
 
 
 def twiml_summary(target: StreamTarget) -> str:

@@ -1,4 +1,4 @@
-"""Uplink / Downlink codecs and the Framer: shapes, lengths, state across payloads."""
+"""Uplink / Downlink codecs: shapes, lengths, state across payloads."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,7 @@ from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.transcode import (
     MODEL_RATE,
     MULAW_SILENCE,
-    PCM16_SILENCE,
     Downlink,
-    Framer,
     Uplink,
 )
 
@@ -98,34 +96,3 @@ def test_unknown_codec_or_rate_rejected() -> None:
         Uplink("alaw", 8000)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Downlink("mulaw", 0)
-
-
-def test_framer_whole_frames_only() -> None:
-    framer = Framer(160)
-    assert framer.push(b"\x01" * 100) == []
-    assert framer.pending == 100
-    frames = framer.push(b"\x02" * 400)
-    assert [len(f) for f in frames] == [160, 160, 160]
-    assert frames[0] == b"\x01" * 100 + b"\x02" * 60
-    assert framer.pending == 20
-    last = framer.flush()
-    assert last == b"\x02" * 20 + MULAW_SILENCE * 140
-    assert framer.flush() is None
-    assert framer.pending == 0
-
-
-def test_framer_exact_multiple_and_pcm16_pad() -> None:
-    framer = Framer(640)
-    assert len(framer.push(bytes(1280))) == 2
-    assert framer.flush(PCM16_SILENCE) is None
-    framer.push(b"\x07\x07")
-    assert framer.flush(PCM16_SILENCE) == b"\x07\x07" + bytes(638)
-
-
-def test_framer_rejects_bad_sizes() -> None:
-    with pytest.raises(ValueError):
-        Framer(0)
-    framer = Framer(4)
-    framer.push(b"\x01")
-    with pytest.raises(ValueError):
-        framer.flush(b"")

@@ -7,7 +7,8 @@ import pytest
 
 from bridge.ai import events as rt
 from bridge.config import Agent, TurnDetection
-from bridge.local_agent.session import GREETING_TRANSCRIPT, AgentSession, load_greeting
+from bridge.local_agent.response import GREETING_TRANSCRIPT, load_greeting
+from bridge.local_agent.session import AgentSession
 from tests.ai.helpers import Driver, correlation, load_pcm, silence, speech_regions
 
 SPEECH = load_pcm("fixtures/speech-24k.wav")
@@ -294,7 +295,7 @@ def test_truncate_rules() -> None:
 
 # --------------------------------------------------------------------------- strictness
 
-BAD_EVENTS = [
+BAD_EVENTS: list[tuple[dict[str, Any], str, str | None]] = [
     ({"type": "nope"}, "invalid_value", "type"),
     ({"type": "transcription_session.update", "session": {}}, "invalid_value", "type"),
     ({"type": "output_audio_buffer.clear"}, "invalid_value", "type"),
