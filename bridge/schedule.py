@@ -163,17 +163,28 @@ class Schedule:
             chunk.item.played = chunk.end
             chunk.item.outstanding -= 1
         lag = now - (chunk.play_at + chunk.duration_ms / 1000.0)
+        if lag < 0:
+            # Echoed before its modelled end: an earlier move (an echo held up on its way
+            # back, read as a far end falling behind) overshot. The chunk ended by now, so
+            # the rest plays from now; without this every later echo would look early, the
+            # base round trip would go negative and each normal echo would move the
+            # schedule again, leaving ``heard`` stuck tens of ms short.
+            self._replan(now)
+            lag = 0.0
         self._lags.append(lag)
         base = min(self._lags)
         if lag > base + _STALL_S:
             # The far end fell behind the schedule (audio reached it late, or it stalled),
             # by more than echo jitter explains: move the rest of the schedule back.
-            free_at = now - base
-            for chunk in chunks:
-                chunk.play_at = max(free_at, chunk.released_at)
-                free_at = chunk.play_at + chunk.duration_ms / 1000.0
-            self.free_at = free_at
+            self._replan(now - base)
         return True
+
+    def _replan(self, free_at: float) -> None:
+        """Play the chunks still out from ``free_at`` on (never before their release)."""
+        for chunk in self._chunks:
+            chunk.play_at = max(free_at, chunk.released_at)
+            free_at = chunk.play_at + chunk.duration_ms / 1000.0
+        self.free_at = free_at
 
     def heard(self, first: PlayoutItem, now: float) -> Heard | None:
         """What the caller has heard of the item playing now; ``first`` is the oldest item

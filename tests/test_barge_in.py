@@ -27,10 +27,9 @@ def run(detector: LocalBargeIn, caller: np.ndarray, *, agent_db: float | None) -
     """Feed 20 ms frames; the agent plays throughout at ``agent_db``. Time of firing, or None."""
     for i in range(0, caller.size - FRAME + 1, FRAME):
         now = i / 24000
-        playing = agent_db is not None
-        if playing:
+        if agent_db is not None:
             detector.agent_audio(agent_db, now)
-        if detector.feed(caller[i : i + FRAME].tobytes(), playing=playing, now=now):
+        if detector.feed(caller[i : i + FRAME].tobytes(), playing=agent_db is not None, now=now):
             return now
     return None
 

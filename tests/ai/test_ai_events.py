@@ -89,7 +89,7 @@ def test_append_and_truncate_payloads() -> None:
 
 # --------------------------------------------------------------------------- parser
 
-ITEM = {
+ITEM: dict[str, Any] = {
     "id": "item_A",
     "object": "realtime.item",
     "type": "message",
@@ -97,18 +97,18 @@ ITEM = {
     "role": "assistant",
     "content": [],
 }
-RESPONSE = {
+RESPONSE: dict[str, Any] = {
     "object": "realtime.response",
     "id": "resp_A",
     "status": "in_progress",
     "output": [],
     "usage": None,
 }
-USAGE = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20}
-SESSION = {"type": "realtime", "model": "gpt-realtime", "instructions": "hi"}
+USAGE: dict[str, Any] = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20}
+SESSION: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime", "instructions": "hi"}
 PCM = b"\x00\x01\x02\x03" * 50
 
-CASES = [
+CASES: list[tuple[Any, dict[str, Any], rt.ServerEvent]] = [
     (SessionCreatedEvent, {"type": "session.created", "session": SESSION}, rt.SessionCreated()),
     (SessionUpdatedEvent, {"type": "session.updated", "session": SESSION}, rt.SessionUpdated()),
     (

@@ -21,7 +21,7 @@ SPEECH = load_pcm("fixtures/speech-24k.wav")
 AGENT = Agent(turn_detection=TurnDetection(silence_duration_ms=500))
 
 
-async def receive_until(ws: Any, kind: str, timeout: float = 10.0) -> list[tuple[float, str]]:
+async def receive_until(ws: Any, kind: str, timeout: float = 30.0) -> list[tuple[float, str]]:
     """Raw frames (with arrival time) up to and including the first of type ``kind``;
     every one is checked against the openai server-event models."""
     frames = []
@@ -94,7 +94,8 @@ def test_greeting_cancel_truncate_and_errors_over_websockets() -> None:
                 for _, m in frames
                 if json.loads(m)["type"] == "response.output_audio.delta"
             )
-            await asyncio.sleep(0.3)  # the 4.3 s greeting streams in real time here
+            # The 4.3 s greeting streams in real time here: cancel once more of it came.
+            await receive_until(ws, "response.output_audio.delta")
             await ws.send(json.dumps(rt.response_cancel()))
             frames = await receive_until(ws, "response.done")
             assert json.loads(frames[-1][1])["response"]["status"] == "cancelled"
@@ -130,7 +131,7 @@ def test_session_is_closed_at_its_maximum_duration() -> None:
     async def main() -> None:
         async with await serve_local_agent(max_duration_s=0.5) as server:
             ws = await connect_realtime(server.url, "gpt-realtime", None)
-            frames = await receive_until(ws, "error", timeout=5)
+            frames = await receive_until(ws, "error")
             error = rt.parse_server_event(frames[-1][1])
             assert isinstance(error, rt.ServerError) and error.code == "session_expired"
             with pytest.raises(ConnectionClosed) as info:

@@ -2,7 +2,9 @@
 
 ``FakeBrowser`` does what the page does: it plays the bridge's audio in real time
 (``bridge.sim.far_end.FarEnd``, counting bytes as samples), echoes each mark when playback
-reaches it, and on ``clear`` drops its queue and echoes every pending mark.
+reaches it, and on ``clear`` drops its queue and echoes every pending mark. It keeps what
+it played and when, so tests can judge the bridge against what was really delivered
+rather than expect a loaded host to keep pace with the wall clock.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,9 @@ from bridge.sim.far_end import FarEnd
 ROOT = Path(__file__).resolve().parents[2]
 NS = "/softphone"
 FRAME_MS = 20
+# Generous: a deadline only ever ends a test that is failing anyway.
+PATIENCE_S = 30.0
+SILENCE_BYTE = 0xFF  # what FarEnd plays while it has nothing queued
 
 
 def caller_speech(rate: int, *, lead_s: float = 0.5, tail_s: float = 1.0) -> np.ndarray:
@@ -76,15 +83,17 @@ class FakeBrowser:
         # server ends the session would otherwise leave a connection open.
         self.http = aiohttp.ClientSession()
         self.sio = socketio.AsyncClient(reconnection=False, http_session=self.http)
+        # Times are seconds since ``t0`` (``time.monotonic``, the bridge's clock too).
+        self.t0 = time.monotonic()
         self.events: list[tuple[float, str, Any]] = []
         self.audio: dict[str | None, bytearray] = defaultdict(bytearray)
-        self.far = FarEnd(rate=rate * 2)  # bytes of PCM16 counted as "samples"
+        self.far = FarEnd(rate=rate * 2, start=self.t0)  # bytes of PCM16 counted as "samples"
+        self.played = bytearray()  # what the far end played, byte by byte from t0
         self.clears: list[float] = []
         self.refusal: dict[str, Any] | None = None
         self.disconnected = asyncio.Event()
         self.ended = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
-        self._t0 = time.monotonic()
         self.sio.on("*", self._on_event, namespace=NS)
         self.sio.on("connect_error", self._on_refused, namespace=NS)
         self.sio.on("disconnect", self._on_disconnect, namespace=NS)
@@ -105,7 +114,7 @@ class FakeBrowser:
             auth={"sample_rate": self.rate, **(auth or {})},
             transports=transports or ["websocket"],
             headers=headers or {},
-            wait_timeout=5,
+            wait_timeout=PATIENCE_S,
         )
         self._ticker = asyncio.create_task(self._tick())
 
@@ -120,15 +129,25 @@ class FakeBrowser:
         await self.http.close()
 
     async def call(self, event: str, data: Any = None) -> Any:
-        return await self.sio.call(event, data if data is not None else {}, namespace=NS, timeout=5)
+        return await self.sio.call(
+            event, data if data is not None else {}, namespace=NS, timeout=PATIENCE_S
+        )
 
     async def emit(self, event: str, data: Any = None) -> None:
         await self.sio.emit(event, data if data is not None else {}, namespace=NS)
 
     async def send_audio(
-        self, pcm: np.ndarray, *, binary: bool = False, realtime: bool = True
+        self,
+        pcm: np.ndarray,
+        *,
+        binary: bool = False,
+        realtime: bool = True,
+        sent: list[float] | None = None,
     ) -> None:
-        """Stream ``pcm`` (int16 at the session rate) in 20 ms frames, paced like a mic."""
+        """Stream ``pcm`` (int16 at the session rate) in 20 ms frames, paced like a mic.
+
+        ``sent`` gets the time (``now()``) each frame went out.
+        """
         step = self.rate * FRAME_MS // 1000
         start = time.monotonic()
         for k, i in enumerate(range(0, pcm.size, step)):
@@ -136,6 +155,8 @@ class FakeBrowser:
             data: Any = frame if binary else base64.b64encode(frame).decode()
             if self.disconnected.is_set():
                 return  # the bridge ended the session (like a page, stop the mic)
+            if sent is not None:
+                sent.append(self.now())
             await self.emit("audio", {"data": data, "meta_info": {"sample_rate": self.rate}})
             if realtime:
                 delay = start + (k + 1) * FRAME_MS / 1000 - time.monotonic()
@@ -145,7 +166,7 @@ class FakeBrowser:
     # -- what arrived ----------------------------------------------------------------
 
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        return time.monotonic() - self.t0
 
     def of(self, kind: str) -> list[Any]:
         return [data for _, k, data in self.events if k == kind]
@@ -156,7 +177,10 @@ class FakeBrowser:
     def item_ids(self) -> list[str | None]:
         return list(self.audio)
 
-    async def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
+    async def wait_for(
+        self, predicate: Callable[[], object], what: str, timeout: float = PATIENCE_S
+    ) -> None:
+        """Poll until ``predicate()`` holds; fail after ``timeout`` s (a generous default)."""
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -165,6 +189,24 @@ class FakeBrowser:
                     f"got {[k for _, k, _ in self.events][-20:]}"
                 )
             await asyncio.sleep(0.02)
+
+    def played_when_cut(self, item_id: str, cut_at: float) -> tuple[float, float]:
+        """What the page had played of ``item_id`` at ``cut_at`` (``time.monotonic``), in
+        ms: the bounds ``(low, high)``.
+
+        ``far.played_ms`` stops growing at the first ``clear``, which reaches the page a
+        moment after the bridge cut (later still on a loaded host). Meanwhile the page
+        played on: at real-time pace at most (``low``), and at least the audible bytes it
+        put out (``high``; it plays silence bytes when it has nothing queued).
+        """
+        played, clear_at, cut = self.far.played_ms(item_id), self.clears[0], cut_at - self.t0
+        in_flight_ms = max(0.0, clear_at - cut) * 1000.0
+        per_s = self.rate * 2
+        end = math.floor(clear_at * per_s)
+        start = min(max(0, math.floor(cut * per_s)), end)
+        window = np.frombuffer(bytes(self.played[start:end]), np.uint8)
+        audible_ms = np.count_nonzero(window != SILENCE_BYTE) * 1000.0 / per_s
+        return played - in_flight_ms, played - min(audible_ms, in_flight_ms)
 
     # -- handlers ------------------------------------------------------------------
 
@@ -179,7 +221,7 @@ class FakeBrowser:
             case "mark":
                 self.far.mark(data["name"], now)
             case "clear":
-                self.clears.append(self.now())
+                self.clears.append(now - self.t0)
                 for name in self.far.clear(now):
                     await self.emit("mark", {"name": name})
             case "status" if data.get("state") == "ended":
@@ -196,7 +238,8 @@ class FakeBrowser:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(0.005)
-            _, marks = self.far.advance(time.monotonic())
+            audio, marks = self.far.advance(time.monotonic())
+            self.played += audio
             for name in marks:
                 if self.sio.connected:
                     await self.emit("mark", {"name": name})

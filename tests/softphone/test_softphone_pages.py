@@ -16,7 +16,7 @@ def get(settings, *paths):
     async def main():
         async with (
             running_bridge(settings) as bridge,
-            httpx.AsyncClient(base_url=bridge.base_url) as client,
+            httpx.AsyncClient(base_url=bridge.base_url, timeout=30.0) as client,
         ):
             return [await client.get(p) for p in paths]
 
@@ -51,12 +51,13 @@ def test_page_and_assets():
 
 
 def test_socketio_client_comes_from_node_modules():
-    if vendor_path() is None:
+    path = vendor_path()
+    if path is None:
         pytest.fail("node_modules/socket.io-client is missing: run `npm ci` (make setup-test)")
     (vendor,) = get(Settings(), "/softphone/vendor/socket.io.min.js")
     assert vendor.status_code == 200
     assert "javascript" in vendor.headers["content-type"]
-    assert vendor.content == vendor_path().read_bytes()
+    assert vendor.content == path.read_bytes()
 
 
 def test_config_lists_agents_only_when_open():
