@@ -3,20 +3,29 @@
     POST /twilio/voice    the voice webhook (TwiML), refused while draining or full
     WS   /twilio/media    Twilio Media Streams
     GET  /healthz         liveness, and whether the server is draining
-    GET  /metrics         latency histograms and counters as JSON
+    GET  /readyz          200 when taking calls; 503 (and why) when draining, full or the
+                          model is known unreachable
+    GET  /metrics         the Prometheus text format (``bridge.metrics.MetricsCollector``)
+    GET  /metrics.json    latency summaries and counters as JSON (the benchmark reads it)
     /softphone, /socket.io/   the browser softphone (when its package is present)
 
 The lifespan starts the built-in local agent on a free loopback port when no
-``OPENAI_API_KEY`` is set, and says so in one log line.
+``OPENAI_API_KEY`` is set, and says so in one log line; opens the call records store and
+its writer when records are on (``Settings.records_url``), closing both at shutdown; and
+runs the event-loop lag probe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,13 +33,19 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from bridge.config import Settings
+from bridge.metrics import Metrics, MetricsCollector
 from bridge.phone.leg import twilio_media
 from bridge.services import Services
 from bridge.softphone import with_softphone
 from twiml.voice import make_voice_endpoint
 
+if TYPE_CHECKING:
+    from bridge.store.db import RecordStore
+    from bridge.store.records import CallRecord
+
 logger = logging.getLogger(__name__)
 
+LOOP_LAG_INTERVAL_S = 0.5
 BUSY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
 
 
@@ -38,6 +53,15 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
     """Build the app. ``model_url`` overrides where calls connect (tests, benchmarks)."""
     services = Services(settings, model_url or settings.openai_realtime_url)
     voice = make_voice_endpoint(settings)
+    # The app's own registry: several apps may live in one process (tests, benchmarks).
+    registry = CollectorRegistry()
+    registry.register(
+        MetricsCollector(
+            services.metrics,
+            lambda: services.records.stats if services.records is not None else None,
+        )
+    )
+    ProcessCollector(registry=registry)
 
     async def voice_webhook(request: Request) -> Response:
         if services.draining:
@@ -49,6 +73,7 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
             logger.warning(
                 "voice webhook: at capacity (%d calls), rejecting busy", len(services.calls)
             )
+            services.metrics.call_outcome("rejected_busy")
             return Response(BUSY_TWIML, media_type="application/xml")
         return response
 
@@ -59,7 +84,17 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
             status_code=503 if services.draining else 200,
         )
 
+    async def readyz(request: Request) -> Response:
+        why = services.not_ready
+        return JSONResponse(
+            {"ready": why is None, "reason": why, "calls": len(services.calls)},
+            status_code=200 if why is None else 503,
+        )
+
     async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def metrics_json(request: Request) -> Response:
         return JSONResponse(services.metrics.snapshot())
 
     @contextlib.asynccontextmanager
@@ -78,9 +113,14 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
                 "TWILIO_AUTH_TOKEN is not set: webhooks and media streams are NOT "
                 "verified (fine for local development, never for production)"
             )
+        lag = asyncio.create_task(_watch_loop_lag(services.metrics), name="loop lag")
         try:
+            await _open_records(services)
             yield
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
+            await _close_records(services)
             if local is not None:
                 await local.close()
 
@@ -88,10 +128,96 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
         Route("/twilio/voice", voice_webhook, methods=["POST"]),
         WebSocketRoute("/twilio/media", twilio_media),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Route("/metrics.json", metrics_json),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
     # Socket.IO at /socket.io/ and the page at /softphone; the rest (and the lifespan)
     # reaches this app, still found as ``.other_asgi_app``.
     return with_softphone(app, services)
+
+
+async def _open_records(services: Services) -> None:
+    """Open the records store and start its writer, when records are on.
+
+    A malformed URL fails start-up. A database that does not answer does not: calls go
+    on, the store migrates before its first write that gets through, and until then
+    records are lost and counted (``bridge_records_lost_total``).
+    """
+    settings = services.settings
+    url = settings.records_url
+    if url is None:
+        logger.info("call records are off (set RECORDS_PATH or DATABASE_URL to keep them)")
+        return
+    from bridge.errors import ConfigError
+    from bridge.store.db import open_store
+    from bridge.store.writer import RecordSink, RecordWriter
+
+    sink: RecordSink
+    try:
+        store = await open_store(url)
+        sink = store
+    except ConfigError:
+        raise
+    except Exception as exc:
+        store = await open_store(url, migrate=False)
+        sink = _MigrateFirst(store)
+        logger.error(
+            "records: the database at %s is not answering (%s: %s); calls go on, "
+            "their records are lost until it does",
+            store.url,
+            type(exc).__name__,
+            exc,
+        )
+    writer = RecordWriter(sink, retention_days=settings.records_retention_days)
+    writer.start()
+    services.records, services.records_where = writer, store.url
+
+
+async def _close_records(services: Services) -> None:
+    """Write what is queued, then close the store. The writer stays on ``services`` for
+    its final counts (a record submitted now is dropped and counted)."""
+    writer = services.records
+    if writer is None:
+        return
+    try:
+        await writer.close()
+    finally:
+        close = getattr(writer.sink, "close", None)
+        if close is not None:
+            await close()
+
+
+class _MigrateFirst:
+    """A store that was down at start-up: migrated before its first write or purge."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self._migrated = False
+
+    async def _migrate(self) -> None:
+        if not self._migrated:
+            await self.store.migrate()
+            self._migrated = True
+            logger.info("records: %s migrated; records are kept again", self.store.url)
+
+    async def save(self, record: CallRecord) -> None:
+        await self._migrate()
+        await self.store.save(record)
+
+    async def purge_older_than(self, days: float) -> int:
+        await self._migrate()
+        return await self.store.purge_older_than(days)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+async def _watch_loop_lag(metrics: Metrics) -> None:
+    """How late the event loop wakes a sleeper: every call's frames wait that long too."""
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep(LOOP_LAG_INTERVAL_S)
+        metrics.loop_lag.add(max(time.monotonic() - start - LOOP_LAG_INTERVAL_S, 0.0) * 1000)

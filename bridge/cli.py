@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write what the caller heard (default: %(default)s)",
     )
     sim.add_argument("--tail", type=float, default=3.0, help="seconds to listen after speaking")
+    sim.add_argument(
+        "--expire-after",
+        type=float,
+        metavar="SECONDS",
+        help="the local agent expires every model session after SECONDS (watch a reconnect)",
+    )
 
     agent = sub.add_parser("local-agent", help="run the built-in local Realtime agent")
     agent.add_argument("--host", default="127.0.0.1")
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bridge: configuration error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
 
     match args.command:
         case "serve":
@@ -74,7 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         case "simulate":
             from bridge.demo import run_demo
 
-            return asyncio.run(run_demo(settings, args.caller_wav, args.out, tail_s=args.tail))
+            return asyncio.run(
+                run_demo(
+                    settings,
+                    args.caller_wav,
+                    args.out,
+                    tail_s=args.tail,
+                    expire_after_s=args.expire_after,
+                )
+            )
         case "local-agent":
             return asyncio.run(_local_agent(args.host, args.port))
         case "bench":
@@ -84,12 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    if log_format == "json":
+        from bridge.logs import json_handler
+
+        logging.basicConfig(level=level, handlers=[json_handler()])
+    else:
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
     if level != "DEBUG":
         # The library's per-connection lines repeat ours, which name the call.
         logging.getLogger("websockets").setLevel(logging.WARNING)

@@ -87,15 +87,40 @@ class Settings:
     softphone_token: str | None = field(default=None, repr=False)
     softphone_max_sessions: int = 50
     softphone_idle_timeout_s: float = 120.0
+    # Call records (bridge.store): DATABASE_URL (postgresql://…, sqlite:///…) wins over
+    # RECORDS_PATH (a SQLite file). Both None: no records. The environment's default is
+    # records.db; Settings() built in code (tests) keeps none, so nothing litters the cwd.
+    database_url: str | None = None
+    records_path: str | None = None
+    records_retention_days: float | None = None  # None: keep records forever
+    log_format: str = "text"  # LOG_FORMAT: "text", or "json" (one JSON object a line)
+    # Model sessions (bridge.ai.reconnect): handshakes per (re)connection and the time they
+    # may take; age at which a session is replaced at a quiet moment; how many conversation
+    # items a new session is given (newest kept).
+    model_reconnect_attempts: int = 3
+    model_retry_budget_s: float = 4.0
+    model_recycle_after_s: float = 3300.0
+    replay_max_items: int = 20
 
     def __repr__(self) -> str:  # never print secrets
-        hidden = {"twilio_auth_token", "openai_api_key", "stream_token_secret", "softphone_token"}
+        hidden = {
+            "twilio_auth_token",
+            "openai_api_key",
+            "stream_token_secret",
+            "softphone_token",
+            "database_url",  # may carry a password
+        }
         parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items()]
         return f"Settings({', '.join(parts)})"
 
     @property
     def uses_local_agent(self) -> bool:
         return not self.openai_api_key
+
+    @property
+    def records_url(self) -> str | None:
+        """Where call records go (a SQLite path or a database URL), or None: nowhere."""
+        return self.database_url or self.records_path
 
     def agent(self, name: str) -> Agent | None:
         for agent in self.agents:
@@ -164,6 +189,17 @@ class Settings:
             softphone_token=get.text("SOFTPHONE_TOKEN"),
             softphone_max_sessions=get.integer("SOFTPHONE_MAX_SESSIONS", 50, lo=1, hi=10_000),
             softphone_idle_timeout_s=get.number("SOFTPHONE_IDLE_TIMEOUT_S", 120.0, lo=1, hi=86400),
+            database_url=get.text("DATABASE_URL"),
+            # RECORDS_PATH=off keeps no records (unless DATABASE_URL is set).
+            records_path=None
+            if (get.text("RECORDS_PATH") or "").lower() == "off"
+            else get.text("RECORDS_PATH") or "records.db",
+            records_retention_days=get.number("RECORDS_RETENTION_DAYS", 0, lo=0, hi=36500) or None,
+            log_format=get.choice("LOG_FORMAT", {"text", "json"}) or "text",
+            model_reconnect_attempts=get.integer("MODEL_RECONNECT_ATTEMPTS", 3, lo=1, hi=20),
+            model_retry_budget_s=get.number("MODEL_RETRY_BUDGET_S", 4.0, lo=0.1, hi=120),
+            model_recycle_after_s=get.number("MODEL_RECYCLE_AFTER_S", 3300.0, lo=10, hi=86400),
+            replay_max_items=get.integer("REPLAY_MAX_ITEMS", 20, lo=0, hi=64),
         )
         if settings.twilio_auth_token and not settings.public_url:
             raise ConfigError(

@@ -5,10 +5,16 @@ tokens are checked exactly as in production), lets the simulator call it the way
 would, writes what the caller heard to a WAV file and prints the timeline from both sides
 with the barge-in figures: how long from trigger to ``clear`` leaving, and how far the
 truncation point was from what the caller really heard.
+
+``expire_after_s`` (``bridge simulate --expire-after N``) runs the local agent with its
+session expiry fault: every session ends after N seconds (``session_expired``, close 1001,
+as the real service does at 60 minutes), so the timeline shows the bridge replacing the
+session mid-call and replaying the conversation, with the caller none the wiser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -24,6 +30,8 @@ logger = logging.getLogger(__name__)
 # Bridge events worth a line in the demo (transcript deltas are too chatty).
 SHOWN = {
     "model_connected",
+    "model_lost",
+    "model_reconnected",
     "speech_started",
     "speech_stopped",
     "barge_in",
@@ -39,7 +47,17 @@ SHOWN = {
 HIDDEN = {"text", "usage", "item_ms"}
 
 
-async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: float) -> int:
+async def run_demo(
+    settings: Settings,
+    caller_wav: Path,
+    out: Path,
+    *,
+    tail_s: float,
+    expire_after_s: float | None = None,
+) -> int:
+    if expire_after_s is not None and not settings.uses_local_agent:
+        print("--expire-after needs the local agent: unset OPENAI_API_KEY")
+        return 2
     settings = signed_settings(settings, public_url=None)
     audio, rate = read_wav(caller_wav)
     if rate != 8000:
@@ -51,9 +69,18 @@ async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: f
     def observe(call: Call, events: list[CallEvent]) -> None:
         bridge_events.extend(events)
 
-    async with running_bridge(settings) as bridge:
-        bridge.services.observers.append(observe)
+    async with contextlib.AsyncExitStack() as stack:
+        model_url = None
         agent = "local echo agent" if settings.uses_local_agent else settings.openai_realtime_model
+        if expire_after_s is not None:
+            from bridge.local_agent import Faults, serve_local_agent
+
+            local = await serve_local_agent(faults=Faults(expire_after_s=expire_after_s))
+            await stack.enter_async_context(local)
+            model_url = local.url
+            agent += f", sessions expire after {expire_after_s:g} s"
+        bridge = await stack.enter_async_context(running_bridge(settings, model_url=model_url))
+        bridge.services.observers.append(observe)
         print(
             f"Calling the bridge at {bridge.base_url} ({agent}) with {caller_wav} "
             f"({len(audio) / 8000:.1f} s)…",
@@ -67,11 +94,15 @@ async def run_demo(settings: Settings, caller_wav: Path, out: Path, *, tail_s: f
             tail_s=tail_s,
         )
         clear_ms = bridge.services.metrics.clear.summary()
+        reconnects = bridge.services.metrics.model_reconnects
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, result.heard, 8000)
     print(render(result, bridge_events, clear_ms))
     print(f"What the caller heard: {out} ({len(result.heard) / 8000:.1f} s)")
+    if reconnects:
+        print(f"Model sessions replaced mid-call: {reconnects}")
+    print(bridge.services.records_summary())
     if result.violations:
         print("Protocol violations Twilio would reject:", *result.violations, sep="\n  ")
         return 1

@@ -8,6 +8,19 @@ metrics and drains the Call's outboxes straight away, phone first, so a ``clear`
 before anything else. The first task to finish ends the call: the model socket is closed
 within a second and the leg is closed with the reason logged.
 
+The model task outlives its sockets. Opening one (at the start and after a loss) is
+retried with jittered backoff inside a budget (``bridge.ai.reconnect.Retry``; 401/403 are
+not retried); while the first one is retried the caller hears comfort noise
+(``Call.hold``). When a session ends mid-call (closed, dropped, ``session_expired``, a
+socket that stops reading or answering pings) the Call is told (``model_lost``: playout
+finishes what it has, caller audio is held), a fresh
+session is opened and configured as before, and the conversation so far is replayed
+(``model_connected``); only if no session can be opened does the call end. Nothing still
+arriving on the old socket reaches the Call. A session older than ``recycle_after_s`` is
+replaced the same way at a quiet moment (checked as caller audio arrives). Each replacement
+counts in ``Metrics.model_reconnects`` and in the timeline (``model_lost``,
+``model_reconnected``).
+
 A ``Leg`` is a client protocol's shell: the Twilio media stream (``bridge.phone``) and the
 browser softphone (``bridge.softphone``) today.
 
@@ -59,16 +72,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from bridge.ai import events as rt
+from bridge.ai.reconnect import Retry, RetryConfig, classify_error
 from bridge.call import Call, CallEvent
+from bridge.config import Settings
 from bridge.errors import RealtimeProtocolError, SessionClosed
 from bridge.inputs import CallerAudio, Dtmf, FarEndMark, HangUp, Interrupt, LegInput, TextInput
 from bridge.metrics import Metrics
@@ -82,6 +99,15 @@ Observer = Callable[[Call, list[CallEvent]], None]
 
 # WebSocket close codes a leg is closed with.
 NORMAL, POLICY_VIOLATION, INTERNAL_ERROR = 1000, 1008, 1011
+
+# What a failed model handshake raises (``connect_realtime`` wraps them in SessionClosed).
+# A model socket that takes longer than this to accept what we send has stopped reading.
+MODEL_SEND_TIMEOUT_S = 2.0
+# Unsent bytes toward the model past which sends leave the call's path for a writer task
+# (below websockets' default write limit, 32 KiB, where a send starts to wait).
+BACKLOG_BYTES = 16 * 1024
+
+CONNECT_ERRORS = (SessionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -120,6 +146,8 @@ class CallRunner:
         metrics: Metrics,
         observers: list[Observer] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        reconnect: RetryConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.call = call
         self.leg = leg
@@ -130,15 +158,48 @@ class CallRunner:
         self.model: ClientConnection | None = None
         self._wake = asyncio.Event()
         self._pacer_due: float | None = None  # the pacer's own deadline (None: idle)
-        self._sending = asyncio.Lock()
+        self._sending = asyncio.Lock()  # toward the phone
+        self._model_sending = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None  # sends while the model lags
         self._clear_trigger: float | None = None
+        self.reconnect = reconnect or _config_of(connect_model)
+        call.recycle_after_s = self.reconnect.recycle_after_s
+        call.replay_max_items = self.reconnect.replay_max_items
+        self._rng = rng or random.Random()
+        self._replacing: str | None = None  # why we closed the socket on purpose
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def open_model(self) -> ClientConnection:
+        """Open a model socket, retrying within the budget; raise the last failure."""
+        retry = Retry(self.reconnect, self.clock(), self._rng)
+        while True:
+            left = retry.started + self.reconnect.budget_s - self.clock()
+            try:
+                # An attempt that hangs may use what is left of the budget (at least 1 s).
+                async with asyncio.timeout(max(left, 1.0)):
+                    return await self.connect_model()
+            except CONNECT_ERRORS as exc:
+                status = http_status(exc)
+                delay = retry.next_delay(self.clock(), status)
+                if delay is None:
+                    raise
+                logger.warning(
+                    "call %s: model handshake failed (%s); retry in %.2f s",
+                    self.call.call_sid,
+                    f"HTTP {status}" if status else type(exc).__name__,
+                    delay,
+                )
+                # Before the first session the caller would hear dead air: comfort noise.
+                self.call.hold(self.clock(), int(self.reconnect.budget_s * 1000))
+                await self.flush()
+                await asyncio.sleep(delay)
 
     async def run(self) -> Ending:
         """Run the call to its end; say why it ended."""
         call = self.call
         try:
-            self.model = await self.connect_model()
-        except (SessionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            self.model = await self.open_model()
+        except CONNECT_ERRORS as exc:
             ending = Ending(f"model unreachable: {type(exc).__name__}: {exc}", INTERNAL_ERROR)
             logger.error("call %s: %s", call.call_sid, ending.reason)
             await self.leg.close(ending.reason, ending.code)
@@ -175,14 +236,22 @@ class CallRunner:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await self.model.close()
+            for closing in list(self._closing):
+                closing.cancel()
+            if self._writer is not None:
+                self._writer.cancel()
             await self.leg.close(ending.reason, ending.code)
         return ending
 
     async def flush(self) -> None:
         """Send whatever the Call has queued: phone first, then the model.
 
-        Three tasks flush; the lock keeps their sends from interleaving, so nothing
-        queued before a ``clear`` can reach the phone after it.
+        Three tasks flush; a lock per side keeps their sends from interleaving, so nothing
+        queued before a ``clear`` can reach the phone after it, and model events go out in
+        order. Model sends are made inline while the socket keeps up; once it lags
+        (``BACKLOG_BYTES`` unsent) a writer task sends them, so a model that stops reading
+        never holds up the phone side; after ``MODEL_SEND_TIMEOUT_S`` its session is
+        given up and replaced.
         """
         call = self.call
         async with self._sending:
@@ -194,13 +263,18 @@ class CallRunner:
                 ):
                     self.metrics.clear.add((self.clock() - self._clear_trigger) * 1000)
                     self._clear_trigger = None
-            if call.to_model and self.model is not None:
-                events, call.to_model = call.to_model, []
-                try:
-                    for event in events:
-                        await self.model.send(json.dumps(event, separators=(",", ":")))
-                except ConnectionClosed:
-                    pass  # the model reader sees the close and ends the call with its reason
+        writing = self._writer is not None and not self._writer.done()  # it sends them
+        if call.to_model and self.model is not None and call.model_ready and not writing:
+            if not _open(self.model):
+                # Closing (a ping timed out, the peer closed): a send would wait for the
+                # close to finish. From now on caller audio is held for the next session;
+                # the model reader sees the close and reconnects.
+                call.model_lost(self.clock(), "the model socket is closing")
+            elif _backlog(self.model) > BACKLOG_BYTES:
+                # The model is not keeping up: send beside the call, never in its way.
+                self._writer = asyncio.create_task(self._write_model())
+            else:
+                await self._write_model()
         # Wake the pacer only if what came in moved the next paced release before the
         # deadline it sleeps on: caller frames (50 a second) mostly do not.
         due = call.next_due(self.clock())
@@ -223,6 +297,8 @@ class CallRunner:
                 call.phone_audio(payload, now)
                 await self.flush()
                 self.metrics.uplink.add((self.clock() - now) * 1000)
+                if call.recycle_due(now):
+                    self.replace_model(now, "recycled")
             case FarEndMark(name=name):
                 call.phone_mark(name, now)
                 await self.flush()
@@ -252,11 +328,82 @@ class CallRunner:
     async def _leg_reader(self) -> Ending:
         return await self.leg.pump(self)
 
+    async def _write_model(self) -> None:
+        """Send what the Call queued for the model, in order, until nothing is left."""
+        call = self.call
+        async with self._model_sending:
+            while call.to_model and self.model is not None and call.model_ready:
+                model = self.model
+                events, call.to_model = call.to_model, []
+                try:
+                    async with asyncio.timeout(MODEL_SEND_TIMEOUT_S):
+                        for event in events:
+                            await model.send(json.dumps(event, separators=(",", ":")))
+                except ConnectionClosed:
+                    return  # the model reader sees the close and opens the next session
+                except TimeoutError:
+                    if model is self.model:
+                        model.transport.abort()  # no close handshake with a deaf peer
+                        self.replace_model(self.clock(), "the model stopped reading")
+                    return
+
+    def replace_model(self, now: float, reason: str) -> None:
+        """Let go of the current session on purpose (recycle, expiry): the Call stops
+        using it now, the socket closes beside the call, and the model task opens the
+        next one when the old reader ends."""
+        if not self.call.model_ready or self.model is None:
+            return
+        self.call.model_lost(now, reason)
+        self._replacing = reason
+        self._close_beside(self.model)
+
+    def _close_beside(self, model: ClientConnection) -> None:
+        """Close a socket we are done with in its own task (at most ~1 s, then cut)."""
+        if any(getattr(t, "model", None) is model for t in self._closing):
+            return
+        task = asyncio.create_task(self._close_quietly(model))
+        task.model = model  # type: ignore[attr-defined]
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_quietly(self, model: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await model.close()
+        if model.state.name != "CLOSED":  # the peer never answered the close: cut it
+            model.transport.abort()
+
     async def _model_reader(self) -> Ending:
-        assert self.model is not None
+        call = self.call
+        while True:
+            assert self.model is not None
+            old = self.model
+            reason = await self._read_model(old)
+            now = self.clock()
+            call.model_lost(now, reason)  # a no-op if replace_model said so already
+            self._replacing = None
+            await self.flush()
+            self._close_beside(old)  # the next session does not wait for it
+            try:
+                self.model = await self.open_model()
+            except CONNECT_ERRORS as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+                call.model_closed(self.clock(), f"{reason}; reconnect failed: {detail}")
+                return Ending(
+                    f"model session closed: {reason}; unreachable: {detail}", INTERNAL_ERROR
+                )
+            self.metrics.model_reconnects += 1
+            logger.info("call %s: model session replaced (%s)", call.call_sid, reason)
+            call.model_connected(self.clock())
+            await self.flush()
+
+    async def _read_model(self, model: ClientConnection) -> str:
+        """Feed the Call what the session says until it ends; why it ended."""
         call = self.call
         try:
-            async for message in self.model:
+            async for message in model:
+                if not call.model_ready:
+                    continue  # the session is being replaced: nothing of it counts now
                 now = self.clock()
                 try:
                     event = rt.parse_server_event(message)
@@ -271,11 +418,15 @@ class CallRunner:
                 await self.flush()
                 if isinstance(event, rt.AudioDelta):
                     self.metrics.downlink.add((self.clock() - now) * 1000)
-            reason = "closed by the model"
+                elif (
+                    isinstance(event, rt.ServerError) and classify_error(event) == "session_expired"
+                ):
+                    self.replace_model(now, f"session expired: {event.message}")
+            return self._replacing or "closed by the model"
         except ConnectionClosed as exc:
-            reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else str(exc)
-        call.model_closed(self.clock(), reason)
-        return Ending(f"model session closed: {reason}", INTERNAL_ERROR)
+            if self._replacing:
+                return self._replacing
+            return exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else str(exc)
 
     async def _pacer(self) -> Ending:
         call = self.call
@@ -292,3 +443,30 @@ class CallRunner:
                         await self._wake.wait()
             call.tick(self.clock())
             await self.flush()
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status a refused handshake got (None: no HTTP answer)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InvalidStatus):
+            return seen.response.status_code
+        seen = seen.__cause__
+    return None
+
+
+def _config_of(connect_model: ModelConnector) -> RetryConfig:
+    """The reconnect settings of the ``Services`` whose connector this is, else defaults."""
+    settings = getattr(getattr(connect_model, "__self__", None), "settings", None)
+    return RetryConfig.from_settings(settings) if isinstance(settings, Settings) else RetryConfig()
+
+
+def _open(model: ClientConnection) -> bool:
+    """The socket takes sends now (a stand-in without a state counts as open)."""
+    return getattr(model, "state", State.OPEN) is State.OPEN
+
+
+def _backlog(model: ClientConnection) -> int:
+    """Bytes written to the model socket and not yet taken by the kernel."""
+    transport = getattr(model, "transport", None)
+    return 0 if transport is None else int(transport.get_write_buffer_size())

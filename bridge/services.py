@@ -1,26 +1,50 @@
-"""What every call shares in one server process: settings, metrics, the live calls.
+"""What every call shares in one server process: settings, metrics, records, the live calls.
 
 ``Services`` lives on ``app.state.services``. It connects each call to the model (the
 OpenAI Realtime API, or the built-in local agent when no key is set), keeps the registry of
-live calls for draining and capacity, and hands call events to observers (the simulator's
-timeline, the softphone's transcript).
+live calls for draining, capacity and readiness, hands call events to observers (the
+simulator's timeline, the softphone's transcript, the call's record) and counts what the
+runner does not: outcomes, barge-ins, model error codes, audio out and response latency.
+
+Records: when the app's lifespan set ``records`` (a ``RecordWriter``), every call gets a
+``CallRecorder`` and its record is submitted when the call ends; the writer never blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from websockets.asyncio.client import ClientConnection
 
 from bridge.ai.client import connect_realtime
-from bridge.call import Call
+from bridge.call import Call, CallEvent
 from bridge.config import Settings
 from bridge.metrics import Metrics
-from bridge.runner import INTERNAL_ERROR, CallRunner, Ending, Leg, ModelConnector, Observer
+from bridge.playout import PhoneOut, SendAudio
+from bridge.runner import (
+    INTERNAL_ERROR,
+    NORMAL,
+    CallRunner,
+    Ending,
+    Leg,
+    ModelConnector,
+    Observer,
+)
+from bridge.store.recorder import CallRecorder
+from bridge.store.records import Direction
+from bridge.store.writer import RecordWriter
 
 logger = logging.getLogger(__name__)
+
+# Endings that mean the far end hung up: a Twilio ``stop`` and the softphone's hang-up
+# (``HANGUP_REASON`` of ``bridge.phone.protocol`` and ``bridge.softphone.protocol``, not
+# imported: the softphone package imports this module), or a browser gone. Other normal
+# endings are "completed".
+_HUNG_UP = ("caller hung up", "hung up", "browser disconnected")
 
 
 @dataclass
@@ -32,28 +56,85 @@ class Services:
     calls: set[CallRunner] = field(default_factory=set)
     draining: bool = False
     connector: ModelConnector | None = None  # tests may swap the model connection
+    records: RecordWriter | None = None  # set by the app's lifespan when records are on
+    records_where: str | None = None  # where they go, password-free (for one log line)
+    # Set by whatever knows the model cannot be reached (a circuit breaker): not ready.
+    model_unreachable: bool = False
 
     @property
     def at_capacity(self) -> bool:
         return len(self.calls) >= self.settings.max_calls
+
+    @property
+    def not_ready(self) -> str | None:
+        """Why this process should not be sent calls now, or None: it takes calls."""
+        if self.draining:
+            return "draining"
+        if self.at_capacity:
+            return "at capacity"
+        if self.model_unreachable:
+            return "model unreachable"
+        return None
+
+    def records_summary(self) -> str:
+        """One line: where this process's call records went (``bridge simulate`` prints it)."""
+        writer = self.records
+        if writer is None:
+            return "Call records: off (set RECORDS_PATH or DATABASE_URL to keep them)"
+        stats = writer.stats
+        lost = stats.dropped + stats.failed
+        return (
+            f"Call records: {stats.written} stored in {self.records_where}"
+            + (f", {lost} lost (see the log)" if lost else "")
+            + (f", {stats.queued} still queued" if stats.queued else "")
+        )
 
     async def connect_model(self) -> ClientConnection:
         s = self.settings
         return await connect_realtime(self.model_url, s.openai_realtime_model, s.openai_api_key)
 
     async def run_call(
-        self, call: Call, leg: Leg, *, observers: list[Observer] | None = None
+        self,
+        call: Call,
+        leg: Leg,
+        *,
+        leg_name: str,
+        observers: list[Observer] | None = None,
+        from_number: str = "",
+        to_number: str = "",
+        direction: Direction = "inbound",
     ) -> Ending:
-        """Run one call to its end. ``observers`` see this call's events (and the global ones)."""
+        """Run one call to its end. ``observers`` see this call's events (and the global ones).
+
+        ``leg_name`` ("phone", "softphone") labels the call in metrics and its record;
+        ``from_number``/``to_number`` are raw (the record masks them).
+        """
+        watch = _CallWatch(leg, self.metrics)
+        recorder = None
+        if self.records is not None:
+            recorder = CallRecorder.for_call(
+                call,
+                leg=leg_name,
+                now=time.monotonic(),
+                wall_now=datetime.now(UTC),
+                direction=direction,
+                from_number=from_number,
+                to_number=to_number,
+            )
         runner = CallRunner(
             call,
-            leg,
+            watch,
             self.connector or self.connect_model,
             metrics=self.metrics,
-            observers=[*self.observers, *(observers or [])],
+            observers=[
+                *self.observers,
+                watch.observe,
+                *([recorder.observe] if recorder is not None else []),
+                *(observers or []),
+            ],
         )
         self.calls.add(runner)
-        self.metrics.calls_started += 1
+        self.metrics.call_started(leg_name)
         self.metrics.calls_active = len(self.calls)
         ending = Ending("internal error", INTERNAL_ERROR)
         try:
@@ -67,4 +148,64 @@ class Services:
             self.metrics.calls_active = len(self.calls)
             if not ending.normal:
                 self.metrics.calls_failed += 1
+            self.metrics.call_ended(leg_name, _outcome(ending), time.monotonic() - call.started_at)
+            if recorder is not None and self.records is not None:
+                try:
+                    self.records.submit(recorder.finish(reason=ending.reason))
+                except Exception:  # a record must never break the end of a call
+                    logger.exception("call %s: could not build its record", call.call_sid)
             logger.info("call %s: ended: %s", call.call_sid, ending.reason)
+
+
+def _outcome(ending: Ending) -> str:
+    if not ending.normal:
+        return "failed"
+    if ending.reason.startswith(_HUNG_UP):
+        return "caller_hung_up"
+    return "completed"
+
+
+class _CallWatch:
+    """The leg as the runner sees it, counting the audio handed to the caller, and an
+    observer of the call's events: barge-ins, model error codes and response latency.
+
+    Response latency runs from the caller's ``speech_stopped`` to the first agent audio
+    handed to the leg after it. A stop heard while the agent was still playing (a
+    guarded greeting) starts no measurement: its audio would not be the answer.
+    """
+
+    def __init__(self, leg: Leg, metrics: Metrics) -> None:
+        self.leg = leg
+        self.metrics = metrics
+        self._stopped_at: float | None = None
+
+    async def pump(self, runner: CallRunner) -> Ending:
+        return await self.leg.pump(runner)
+
+    async def send(self, outs: list[PhoneOut]) -> None:
+        handed_at = time.monotonic()
+        await self.leg.send(outs)
+        audio = sum(1 for out in outs if isinstance(out, SendAudio))
+        if audio:
+            self.metrics.frames_out += audio
+            if self._stopped_at is not None:
+                self.metrics.response.add((handed_at - self._stopped_at) * 1000)
+                self._stopped_at = None
+
+    async def close(self, reason: str, code: int = NORMAL) -> None:
+        await self.leg.close(reason, code)
+
+    def observe(self, call: Call, events: list[CallEvent]) -> None:
+        for event in events:
+            match event.kind:
+                case "speech_started":
+                    self._stopped_at = None
+                case "speech_stopped":
+                    active = call.playout.active
+                    self._stopped_at = None if active else call.started_at + event.t
+                case "barge_in":
+                    self.metrics.barge_in(event.detail.get("trigger"))
+                case "model_error":
+                    self.metrics.model_error(event.detail.get("code"))
+                case _:
+                    pass

@@ -3,7 +3,9 @@
 Owns, for the latest assistant audio items: each item's downlink transcoder (PCM16 24 kHz
 from the model -> the leg's format; one per item, so filter state lives for a whole
 utterance and is never reset mid-word), how much audio the model has sent of it
-(``model_ms``, the most a truncate may claim), and where a barge-in cuts it.
+(``model_ms``, the most a truncate may claim), and where a barge-in cuts it. When the
+model session ends, :meth:`Spoken.retire` ends what is still streaming and marks every
+item as belonging to the old session (never truncated).
 
 It pushes leg audio into the ``Playout`` and leaves to it which items are dropped. It must
 not touch the model protocol, responses or the barge-in policy (``bridge.call``), the
@@ -29,6 +31,7 @@ class _Item:
     content_index: int
     model_ms: float = 0.0
     downlink: Downlink | None = None  # None once the model finished the item
+    old: bool = False  # from a model session that has ended: never truncated on a new one
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,21 @@ class Spoken:
             item.downlink = None
         self.playout.drop_item(item_id)
 
+    def retire(self) -> None:
+        """The model session ended: end every item still streaming with what it sent (so
+        nothing half-item waits in the playout), and never truncate any of them again (the
+        next session does not know their ids)."""
+        for item_id in self._items:
+            item = self._items.get(item_id)
+            assert item is not None
+            item.old = True
+            if item.downlink is not None and item_id not in self.playout.dropped:
+                tail = item.downlink.flush()
+                if tail:
+                    self.playout.push(item_id, item.content_index, tail, item.model_ms)
+                self.playout.end_item(item_id)
+            item.downlink = None
+
     def cut(self, heard: Heard) -> Cut | None:
         """A barge-in while ``heard`` was playing: where to truncate the item, then drop it.
 
@@ -94,6 +112,7 @@ class Spoken:
         sent = int(item.model_ms)
         audio_end_ms = min(heard.ms, sent)
         finished = item.downlink is None
-        cut = Cut(audio_end_ms, audio_end_ms > 0 and not (finished and audio_end_ms >= sent), sent)
+        truncate = audio_end_ms > 0 and not (finished and audio_end_ms >= sent) and not item.old
+        cut = Cut(audio_end_ms, truncate, sent)
         self.drop(heard.item_id)
         return cut

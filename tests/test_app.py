@@ -1,4 +1,4 @@
-"""``GET /metrics`` answers strict JSON from the first request, before any call."""
+"""``GET /metrics.json`` answers strict JSON from the first request; ``/readyz`` says why not."""
 
 import json
 from typing import Any
@@ -8,6 +8,7 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.config import Settings
 from bridge.metrics import Histogram, Metrics
+from bridge.server import services_of
 
 
 def _strict(text: str) -> Any:
@@ -19,7 +20,7 @@ def _strict(text: str) -> Any:
 
 def test_metrics_of_a_fresh_server_are_valid_json() -> None:
     client = TestClient(create_app(Settings()))  # no lifespan: no call, no local agent
-    response = client.get("/metrics")
+    response = client.get("/metrics.json")
     assert response.status_code == 200
     body = _strict(response.text)
     for name in ("uplink", "downlink", "clear"):
@@ -41,3 +42,26 @@ def test_an_empty_histogram_summarises_to_none_then_to_figures() -> None:
     summary = h.summary()
     assert summary["n"] == 1 and summary["max_ms"] == summary["mean_ms"] == 2.0
     assert summary["p50_ms"] is not None and 0 < summary["p50_ms"] <= 2.0
+
+
+def test_readyz_says_when_and_why_not_to_send_calls() -> None:
+    app = create_app(Settings(max_calls=1))
+    client = TestClient(app)
+    services = services_of(app)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "reason": None, "calls": 0}
+
+    services.model_unreachable = True  # what a circuit breaker will set
+    assert client.get("/readyz").json()["reason"] == "model unreachable"
+    services.model_unreachable = False
+
+    services.calls.add(object())  # type: ignore[arg-type]  # one live call: at capacity
+    full = client.get("/readyz")
+    assert full.status_code == 503 and full.json()["reason"] == "at capacity"
+    services.calls.clear()
+
+    services.draining = True
+    draining = client.get("/readyz")
+    assert draining.status_code == 503 and draining.json()["reason"] == "draining"
+    # Liveness is another question: the process is alive, and says it is draining.
+    assert client.get("/healthz").json()["status"] == "draining"

@@ -407,3 +407,232 @@ def test_per_call_state_stays_flat_over_a_long_call():
     call = pair.call
     assert len(call._spoken) <= 32 and len(call._dropped) <= 32 and len(call._stale) <= 32
     assert len(call._response_items) <= 1
+
+
+# ---------------------------------------------------------------- model sessions come and go
+
+
+def converse(pair: Pair, n: int, *, user: str, agent: str) -> None:
+    """One turn: the caller speaks (item user_n), the agent answers (item_n) in full."""
+    pair.model(rt.SpeechStarted(0, f"user_{n}"))
+    pair.model(rt.SpeechStopped(500, f"user_{n}"))
+    pair.model(rt.InputTranscript(f"user_{n}", user))
+    speak(pair, f"resp_{n}", f"item_{n}", 400)
+    pair.model(rt.TranscriptDone(f"item_{n}", agent))
+    pair.run(0.8)
+
+
+def replayed(pair: Pair) -> list[tuple[str, str]]:
+    items = [e["item"] for e in pair.sent("conversation.item.create")]
+    return [(i["role"], i["content"][0]["text"]) for i in items]
+
+
+def test_a_new_session_is_configured_as_before_and_given_the_conversation_without_greeting():
+    pair = Pair(Agent(greeting="Hi there.", local_barge_in=False, greeting_guard_ms=0))
+    pair.call.model_connected(0.0)
+    converse(pair, 1, user="What time is it?", agent="It is noon.")
+    converse(pair, 2, user="Thanks.", agent="You are welcome.")
+    first_update = pair.sent("session.update")[0]
+    pair.to_model.clear()
+    pair.call.model_lost(pair.now, "session expired")
+    pair.call.model_connected(pair.now)
+    pair.deliver()  # validates every event against the openai models
+    update, *rest = pair.to_model
+    assert update["type"] == "session.update"
+    assert update["session"] == first_update["session"]
+    assert replayed(pair) == [
+        ("user", "What time is it?"),
+        ("assistant", "It is noon."),
+        ("user", "Thanks."),
+        ("assistant", "You are welcome."),
+    ]
+    assistant = next(e for e in rest if e["item"]["role"] == "assistant")
+    assert assistant["item"]["content"][0]["type"] == "output_text"
+    assert pair.sent("response.create") == []  # no greeting, no answer until the caller talks
+    kinds = [e.kind for e in pair.call.events]
+    assert "model_lost" in kinds and "model_reconnected" in kinds
+
+
+def test_the_replay_is_bounded_newest_kept():
+    pair = Pair()
+    pair.call.replay_max_items = 3
+    pair.call.model_connected(0.0)
+    for n in range(1, 6):
+        converse(pair, n, user=f"user says {n}", agent=f"agent says {n}")
+    pair.to_model.clear()
+    pair.call.model_lost(pair.now, "dropped")
+    pair.call.model_connected(pair.now)
+    pair.deliver()
+    assert replayed(pair) == [
+        ("assistant", "agent says 4"),
+        ("user", "user says 5"),
+        ("assistant", "agent says 5"),
+    ]
+
+
+def test_an_answer_cut_by_a_barge_in_is_replayed_as_far_as_the_caller_heard_it():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    speak(pair, "resp_1", "item_1", 2000)
+    text = "one two three four five six seven eight nine ten"
+    pair.model(rt.TranscriptDone("item_1", text))
+    pair.run(0.6)  # about a quarter heard
+    pair.model(rt.SpeechStarted(1000, "user_1"))
+    (barge,) = [e for e in pair.call.events if e.kind == "barge_in"]
+    assert barge.detail["item_ms"] == 2000 and 400 < barge.detail["audio_end_ms"] < 800
+    pair.to_model.clear()
+    pair.call.model_lost(pair.now, "dropped")
+    pair.call.model_connected(pair.now)
+    pair.deliver()
+    ((role, heard),) = replayed(pair)
+    assert role == "assistant"
+    assert heard.endswith("…") and text.startswith(heard[:-1])
+    assert 5 <= len(heard) < len(text) / 2
+
+
+def test_audio_in_flight_when_the_session_dies_plays_out_and_is_never_truncated_later():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    speak(pair, "resp_1", "item_1", 1000, done=False)  # still streaming when the socket dies
+    pair.model(rt.TranscriptDelta("item_1", "half of what"))
+    pair.run(0.2)
+    pair.call.model_lost(pair.now, "1006")
+    pair.run(1.5)
+    assert abs(pair.far.played_ms("item_1") - 1000) <= 20  # finished, nothing stuck
+    assert not pair.call.playout.active
+    # The new session; a barge-in on the old item (if it were playing) truncates nothing.
+    pair.call.model_connected(pair.now)
+    pair.deliver()
+    assert ("assistant", "half of what") in replayed(pair)
+    speak(pair, "resp_2", "item_2", 1000, done=False)
+    pair.call.model_lost(pair.now, "1011")
+    pair.run(0.3)
+    pair.call.model_connected(pair.now)
+    pair.model(rt.SpeechStarted(100, "user_9"))
+    assert pair.clears == 1
+    assert pair.sent("conversation.item.truncate") == []
+    assert pair.sent("response.cancel") == []
+
+
+def test_caller_audio_between_sessions_is_held_bounded_and_sent_to_the_next():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    pair.call.model_lost(0.0, "dropped")
+    for i in range(500):  # 10 s of caller audio while there is no session
+        pair.call.phone_audio(b"\x00" * 160, 0.02 * i)
+    pair.deliver()
+    assert pair.sent("input_audio_buffer.append") == []  # nothing to the dead socket
+    pair.call.model_connected(10.0)
+    pair.deliver()
+    held = sum(len(base64.b64decode(e["audio"])) for e in pair.sent("input_audio_buffer.append"))
+    assert 2900 * 48 <= held <= 3000 * 48  # the latest 3 s (PCM16 24 kHz)
+    (event,) = [e for e in pair.call.events if e.kind == "model_reconnected"]
+    assert event.detail["held_ms"] >= 2900
+
+
+def test_typed_input_between_sessions_is_answered_by_the_next():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    pair.call.model_lost(0.0, "dropped")
+    pair.call.text_input("hello?", 0.1)
+    pair.deliver()
+    assert pair.to_model == []
+    pair.call.model_connected(0.5)
+    pair.deliver()
+    assert replayed(pair) == [("user", "hello?")]
+    assert pair.to_model[-1]["type"] == "response.create"
+
+
+def test_recycling_waits_for_a_quiet_moment():
+    pair = Pair()
+    call = pair.call
+    call.recycle_after_s = 10.0
+    call.model_connected(0.0)
+    assert not call.recycle_due(5.0)  # too young
+    pair.now = 10.0
+    speak(pair, "resp_1", "item_1", 1000, done=False)
+    assert not call.recycle_due(pair.now)  # a response in flight
+    pair.model(rt.AudioDone("resp_1", "item_1", 0))
+    pair.model(rt.ResponseDone("resp_1", "completed"))
+    assert not call.recycle_due(pair.now)  # still playing
+    pair.run(1.5)
+    pair.model(rt.SpeechStarted(0, "user_1"))
+    assert not call.recycle_due(pair.now)  # the caller is speaking
+    pair.model(rt.SpeechStopped(400, "user_1"))
+    assert call.recycle_due(pair.now)
+    call.model_lost(pair.now, "recycled")
+    assert not call.recycle_due(pair.now)
+
+
+def test_model_errors_are_classified_and_none_ends_the_call():
+    from bridge.ai.reconnect import classify_error
+
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    errors = [
+        rt.ServerError("invalid_request_error", "invalid_value", "bad", "event_1"),
+        rt.ServerError("rate_limit_error", "rate_limit_exceeded", "slow down", None),
+        rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None),
+        rt.ServerError("server_error", None, "oops", None),
+    ]
+    assert [classify_error(e) for e in errors] == [
+        "ours",
+        "rate_limit",
+        "session_expired",
+        "other",
+    ]
+    for error in errors:
+        pair.model(error)
+    assert pair.call.closed is None
+    kinds = [e.detail["category"] for e in pair.call.events if e.kind == "model_error"]
+    assert kinds == ["ours", "rate_limit", "session_expired", "other"]
+
+
+def test_an_utterance_the_old_session_dies_in_goes_to_the_next():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    pair.model(rt.SpeechStarted(0, "user_1"))
+    for i in range(50):  # 1 s of speech reaches the old session, then it dies
+        pair.call.phone_audio(b"\x00" * 160, 0.02 * i)
+    pair.call.model_lost(1.0, "1006")
+    for i in range(25):  # 0.5 s more while there is none
+        pair.call.phone_audio(b"\x00" * 160, 1.0 + 0.02 * i)
+    pair.deliver()
+    pair.to_model.clear()
+    pair.call.model_connected(1.5)
+    pair.deliver()
+    held = sum(len(base64.b64decode(e["audio"])) for e in pair.sent("input_audio_buffer.append"))
+    assert 1450 * 48 <= held <= 1500 * 48  # the whole utterance so far
+
+
+def test_nothing_is_held_between_utterances_while_connected():
+    pair = Pair()
+    pair.call.model_connected(0.0)
+    pair.model(rt.SpeechStarted(0, "user_1"))
+    for i in range(50):
+        pair.call.phone_audio(b"\x00" * 160, 0.02 * i)
+    pair.model(rt.SpeechStopped(900, "user_1"))
+    for i in range(50):
+        pair.call.phone_audio(b"\x00" * 160, 1.0 + 0.02 * i)
+    pair.call.model_lost(2.0, "1006")
+    pair.deliver()
+    pair.to_model.clear()
+    pair.call.model_connected(2.1)
+    pair.deliver()
+    assert pair.sent("input_audio_buffer.append") == []
+
+
+def test_comfort_noise_while_the_first_session_opens_is_cleared_when_it_does():
+    pair = Pair()
+    pair.call.hold(0.0, 4000)
+    pair.call.hold(0.5, 4000)  # once only
+    outs = pair.call.to_phone
+    assert all(isinstance(o, SendAudio) for o in outs)
+    noise = b"".join(o.payload for o in outs if isinstance(o, SendAudio))
+    assert 3960 * 8 <= len(noise) <= 4000 * 8 and len(set(noise)) > 1  # ~4 s of μ-law noise
+    pair.call.to_phone = []
+    pair.call.model_connected(1.0)
+    assert pair.call.to_phone == [ClearPlayback()]
+    pair.call.model_lost(2.0, "dropped")
+    pair.call.hold(2.0, 4000)  # not after the first session: the agent has spoken
+    assert pair.call.to_phone == [ClearPlayback()]

@@ -18,11 +18,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.config import Settings
-from bridge.phone import endpoint
+from bridge.phone import leg
 from bridge.sim import messages
 from bridge.sim.caller import simulate_call
 from bridge.sim.webhook import connect_url, parse_twiml, post_voice_webhook, sign, voice_params
-from tests.e2e import Rig, best_correlation, fixture, rig
+from tests.e2e import PATIENCE_S, Rig, fixture, match_through_gaps, rig, until
 
 ACCOUNT = "AC" + "1" * 32
 FRAME = b"\xff" * 160  # 20 ms of μ-law silence
@@ -92,8 +92,10 @@ async def stream(
         yield s
 
 
-async def closed_within(ws: ClientConnection, seconds: float) -> int | None:
-    """Drain what the bridge sends until it closes; the close code."""
+async def closed_within(ws: ClientConnection, seconds: float = PATIENCE_S) -> int | None:
+    """Drain what the bridge sends until it closes; the close code. ``TimeoutError`` if it
+    is still open after ``seconds``, a generous wait: what is judged is the code, not how
+    soon it came."""
     with contextlib.suppress(ConnectionClosed):
         async with asyncio.timeout(seconds):
             async for _ in ws:
@@ -101,7 +103,8 @@ async def closed_within(ws: ClientConnection, seconds: float) -> int | None:
     return ws.close_code
 
 
-async def settle(r: Rig, seconds: float = 2.0) -> None:
+async def settle(r: Rig, seconds: float = PATIENCE_S) -> None:
+    """Wait for every call and model session to end (the asserts after it say if not)."""
     deadline = time.monotonic() + seconds
     while (r.bridge.services.calls or open_sessions(r)) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -154,7 +157,7 @@ def test_a_bad_frame_is_dropped_with_one_log_line_and_the_call_goes_on(kind, cap
             for _ in range(5):
                 await s.media()
             await s.stop()
-            assert await closed_within(s.ws, 3.0) == 1000  # a normal end, not an error
+            assert await closed_within(s.ws) == 1000  # a normal end, not an error
             await settle(r)
             assert r.bridge.services.metrics.frames_dropped == 1
             assert r.bridge.services.metrics.calls_failed == 0
@@ -184,7 +187,7 @@ def test_media_before_start_is_dropped_then_the_call_starts(caplog):
             )
             await s.media()
             await s.stop()
-            assert await closed_within(s.ws, 3.0) == 1000
+            assert await closed_within(s.ws) == 1000
             assert r.bridge.services.metrics.frames_dropped == 1
             assert r.bridge.services.metrics.calls_started == 1
 
@@ -208,7 +211,7 @@ def test_a_second_start_closes_the_call_cleanly(caplog):
                     custom_parameters=params,
                 )
             )
-            assert await closed_within(s.ws, 3.0) == 1008
+            assert await closed_within(s.ws) == 1008
             await settle(r)
             assert not r.bridge.services.calls
             assert not open_sessions(r)  # the model session went with it
@@ -246,7 +249,7 @@ def test_a_peer_that_vanishes_mid_frame_ends_only_its_own_call():
             assert not open_sessions(r)
             metrics = r.bridge.services.metrics
         assert result.violations == [] and result.closed_by == "caller"
-        score, _ = best_correlation(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
+        score, _ = match_through_gaps(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
         assert score > 0.9  # the good call heard its echo, undisturbed
         assert metrics.calls_started == 6
 
@@ -274,10 +277,10 @@ def test_a_flood_of_garbage_does_not_disturb_another_call(caplog):
                     if i % 100 == 0:
                         await asyncio.sleep(0.05)
                 await s.stop()
-                await closed_within(s.ws, 3.0)
+                await closed_within(s.ws)
             result = await good
         assert result.violations == []
-        score, _ = best_correlation(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
+        score, _ = match_through_gaps(caller[int(4.6 * 8000) : int(8.8 * 8000)], result.heard)
         assert score > 0.9
 
     asyncio.run(main())
@@ -310,7 +313,7 @@ def test_a_stream_without_a_valid_token_for_its_call_is_refused(token, caplog):
             # "other-call": a real token, but for another CallSid.
             forged = params if token == "other-call" else {**params, "token": token}
             async with stream(r, 6, parameters=forged) as s:
-                assert await closed_within(s.ws, 3.0) == 1008
+                assert await closed_within(s.ws) == 1008
             assert not r.agent.sessions
             assert r.bridge.services.metrics.calls_started == 0
 
@@ -319,11 +322,11 @@ def test_a_stream_without_a_valid_token_for_its_call_is_refused(token, caplog):
 
 
 def test_a_stream_that_never_starts_is_closed(monkeypatch):
-    monkeypatch.setattr(endpoint, "START_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(leg, "START_TIMEOUT_S", 0.3)
 
     async def main() -> None:
         async with rig() as r, stream(r, 7, start=False) as s:
-            assert await closed_within(s.ws, 3.0) == 1008
+            assert await closed_within(s.ws) == 1008
             assert not r.agent.sessions
 
     asyncio.run(main())
@@ -331,30 +334,43 @@ def test_a_stream_that_never_starts_is_closed(monkeypatch):
 
 def test_stop_closes_the_model_session_within_a_second():
     async def main() -> None:
-        async with rig() as r, stream(r, 8) as s:
-            for _ in range(10):
-                await s.media()
-            await asyncio.sleep(0.2)
-            assert len(r.agent.sessions) == 1
-            await s.stop()
-            t0 = time.monotonic()
-            while not r.agent.closed_sessions and time.monotonic() - t0 < 2:
-                await asyncio.sleep(0.01)
-            assert r.agent.closed_sessions, "model session still open"
-            assert time.monotonic() - t0 < 1.0
-            assert await closed_within(s.ws, 2.0) == 1000
+        stopped: list[float] = []  # when the bridge had the stop in hand (its clock)
+        async with rig() as r:
+            r.bridge.services.observers.append(
+                lambda call, events: stopped.extend(
+                    call.started_at + e.t for e in events if e.kind == "closed"
+                )
+            )
+            async with stream(r, 8) as s:
+                for _ in range(10):
+                    await s.media()
+                await until(lambda: len(r.agent.sessions) == 1, "the model session")
+                await s.stop()
+                await until(
+                    lambda: r.agent.closed_sessions, "the model session to close", poll=0.005
+                )
+                closed_at = time.monotonic()
+                await until(lambda: stopped, "the bridge's record of the stop")
+                # Within a second of the bridge reading the stop (on a loaded host the stop
+                # itself may take a while to be read: that is not the bridge's to answer for).
+                assert closed_at - stopped[0] < 1.0, closed_at - stopped[0]
+                assert await closed_within(s.ws) == 1000
 
     asyncio.run(main())
 
 
 def test_when_the_model_session_ends_the_stream_is_closed_with_the_reason(caplog):
+    # Issue 9: an ended session is replaced mid-call, so the stream closes only once no new
+    # session can be opened (here the service refuses every handshake after the first).
     caplog.set_level(logging.INFO)
 
     async def main() -> None:
         async with rig(agent_options={"max_duration_s": 0.5}) as r, stream(r, 9) as s:
             for _ in range(5):
                 await s.media()
-            code = await closed_within(s.ws, 5.0)
+            await until(lambda: r.agent.sessions, "the model session")
+            r.agent.faults.refuse_first = 100
+            code = await closed_within(s.ws)
             assert code is not None and code != 1000
             await settle(r)
             assert r.bridge.services.metrics.calls_failed == 1
@@ -368,7 +384,7 @@ def test_an_unreachable_model_ends_the_call_with_the_reason(caplog):
 
     async def main() -> None:
         async with rig(model_url="ws://127.0.0.1:9/v1/realtime") as r, stream(r, 11) as s:
-            code = await closed_within(s.ws, 5.0)
+            code = await closed_within(s.ws)
             assert code is not None and code != 1000
             assert r.bridge.services.metrics.calls_failed == 1
 
@@ -387,7 +403,7 @@ def test_a_hundred_calls_in_a_row_leave_nothing_behind():
             for _ in range(5):
                 await s.media(np.full(160, 0x7F, dtype=np.uint8).tobytes())
             await s.stop()
-            assert await closed_within(s.ws, 3.0) == 1000
+            assert await closed_within(s.ws) == 1000
 
     async def main() -> None:
         async with rig() as r:
@@ -404,7 +420,8 @@ def test_a_hundred_calls_in_a_row_leave_nothing_behind():
                 await one(r, n)
             await settle(r)
             gc.collect()
-            await asyncio.sleep(0.1)
+            await until(lambda: len(asyncio.all_tasks()) <= tasks0, "the calls' tasks to end")
+            await until(lambda: len(os.listdir("/proc/self/fd")) <= fds0 + 2, "sockets to close")
             assert not r.bridge.services.calls
             assert r.bridge.services.metrics.calls_active == 0
             assert r.bridge.services.metrics.calls_started == 110
@@ -427,8 +444,7 @@ def test_streams_past_max_calls_are_refused():
             url, params = await twiml_for(r, second_sid)
             async with stream(r, 30) as first:
                 await first.media()
-                while not b.services.calls:
-                    await asyncio.sleep(0.01)
+                await until(lambda: b.services.calls, "the first call to be live", poll=0.01)
                 # ...so its stream, arriving now, is turned away.
                 headers = {"X-Twilio-Signature": sign(b.auth_token or "", url, {})}
                 async with connect(
@@ -444,7 +460,7 @@ def test_streams_past_max_calls_are_refused():
                             custom_parameters=params,
                         )
                     )
-                    assert await closed_within(ws, 3.0) == 1013
+                    assert await closed_within(ws) == 1013
                 # A new call at the webhook is answered busy.
                 twiml, _ = await post_voice_webhook(
                     b.base_url,

@@ -26,6 +26,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.privacy import mask_number
 from twiml.security import (
     MEDIA_PATH,
     SIGNATURE_HEADER,
@@ -35,6 +36,8 @@ from twiml.security import (
 )
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["make_voice_endpoint", "mask_number", "voice_twiml"]
 
 VOICE_PATH = "/twilio/voice"
 # Twilio's voice webhook is a few dozen short form fields; bound what we buffer.
@@ -147,26 +150,6 @@ def make_voice_endpoint(settings: Settings, *, now: Callable[[], float] = time.t
         )
 
     return voice
-
-
-def mask_number(number: str) -> str:
-    """``+15551231234`` → ``***1234``; SIP URIs keep their host: ``sip:***1234@…``.
-
-    For logs only: the last four digits tell calls apart and identify no one.
-    """
-    if not number:
-        return "-"
-    scheme, sep, rest = number.partition(":")
-    if sep and scheme.lower() in ("sip", "sips"):
-        user, at, host = rest.partition("@")
-        return f"{scheme}:{_mask(user)}{at}{host}"
-    return _mask(number)
-
-
-def _mask(text: str) -> str:
-    if len(text) <= 6:
-        return "***"
-    return f"***{text[-4:]}"
 
 
 def _clip(value: str, limit: int) -> str:

@@ -19,6 +19,12 @@ from bridge.errors import SessionClosed
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Keepalive tuned for telephony: a model socket that stops answering (a stalled or
+# half-open session) is given up within ~10 s, so the call can reconnect, instead of the
+# library's 20 + 20 s of dead air.
+PING_INTERVAL_S = 5.0
+PING_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 1.0
 
 
 def realtime_uri(url: str, model: str) -> str:
@@ -28,7 +34,13 @@ def realtime_uri(url: str, model: str) -> str:
 
 
 async def connect_realtime(
-    url: str, model: str, api_key: str | None, *, open_timeout: float = 10.0
+    url: str,
+    model: str,
+    api_key: str | None,
+    *,
+    open_timeout: float = 10.0,
+    ping_interval: float = PING_INTERVAL_S,
+    ping_timeout: float = PING_TIMEOUT_S,
 ) -> ClientConnection:
     """Open the Realtime websocket; ``api_key`` None → a placeholder for the local agent."""
     uri = realtime_uri(url, model)
@@ -38,6 +50,10 @@ async def connect_realtime(
             additional_headers={"Authorization": f"Bearer {api_key or 'local'}"},
             max_size=MAX_MESSAGE_BYTES,
             open_timeout=open_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            # A peer that does not answer our close (a stalled session) is cut after this.
+            close_timeout=CLOSE_TIMEOUT_S,
             # Base64 audio barely compresses; deflating it would cost CPU on every frame.
             compression=None,
         )

@@ -92,6 +92,22 @@ def user_text(text: str) -> dict[str, Any]:
     }
 
 
+def assistant_text(text: str) -> dict[str, Any]:
+    """``conversation.item.create`` adding what the agent said (replayed into a new session).
+
+    A client-created assistant message carries ``output_text`` content (GA).
+    """
+    return {
+        "type": "conversation.item.create",
+        "event_id": new_event_id(),
+        "item": {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text}],
+        },
+    }
+
+
 def response_create(instructions: str | None = None) -> dict[str, Any]:
     """``response.create``; ``instructions`` override the session's for this response."""
     event: dict[str, Any] = {"type": "response.create", "event_id": new_event_id()}

@@ -3,7 +3,7 @@
 Definitions (the README repeats them for users):
 
 * CPU per call-second: the server process's own user+system CPU (``getrusage`` in the
-  server, via ``/metrics``) over the window, divided by calls x window seconds. Calls per
+  server, via ``/metrics.json``) over the window, divided by calls x window seconds. Calls per
   core = its inverse: how many such calls would fill one core.
 * added latency, uplink: from the bridge reading a caller frame to its
   ``input_audio_buffer.append`` handed to the model socket; downlink: from a model

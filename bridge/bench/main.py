@@ -25,8 +25,10 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ class Bench:
         self.cpus = _cpus(args)
         self.procs: list[Proc] = []
         self.agent: Proc | None = None
+        self.scratch: str | None = None  # the servers' call records, removed at close
 
     # ------------------------------------------------------------------ processes
 
@@ -74,6 +77,10 @@ class Bench:
             LOG_LEVEL="WARNING",
             MAX_CALLS=str(max(1000, 2 * max(self.steps()))),
         )
+        if not (env.get("RECORDS_PATH") or env.get("DATABASE_URL")):
+            # Records are part of every call, so they stay on: in a scratch file, not the cwd.
+            self.scratch = self.scratch or tempfile.mkdtemp(prefix="bridge-bench-")
+            env["RECORDS_PATH"] = os.path.join(self.scratch, f"records-{kind}.db")
         if token:
             env["TWILIO_AUTH_TOKEN"] = token
         else:
@@ -88,6 +95,9 @@ class Bench:
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
     # ------------------------------------------------------------------ steps
 

@@ -1,4 +1,4 @@
-"""The ASGI wrapper a benchmarked server runs under: figures ``/metrics`` does not keep.
+"""The ASGI wrapper a benchmarked server runs under: figures ``/metrics.json`` does not keep.
 
 Wraps the bridge (or the relay) in the server process and owns only measurement:
 
@@ -12,7 +12,7 @@ Wraps the bridge (or the relay) in the server process and owns only measurement:
 * event-loop lag: a task that asks to wake every 10 ms and records how late it woke.
 * garbage-collector pauses (``gc.callbacks``).
 * ``POST /bench/reset`` (new histograms, counters kept for deltas), ``GET /bench/stats``
-  (the ``/metrics`` snapshot plus the above), ``POST /bench/profile/start`` and
+  (the ``/metrics.json`` snapshot plus the above), ``POST /bench/profile/start`` and
   ``/bench/profile/stop`` (cProfile of CPU time in the server's own thread, summarised as
   JSON; the raw profile is also written to ``$BRIDGE_BENCH_PSTATS`` when that is set).
 

@@ -60,7 +60,7 @@ class Relay:
             routes=[
                 Route("/twilio/voice", self.voice, methods=["POST"]),
                 WebSocketRoute("/twilio/media", self.media),
-                Route("/metrics", self.metrics_json),
+                Route("/metrics.json", self.metrics_json),
             ]
         )
 

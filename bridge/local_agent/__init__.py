@@ -5,7 +5,8 @@ test double for the OpenAI Realtime service. It shares no code with the bridge's
 side (``bridge.ai``): it checks what the bridge sends the way the service does, with its own
 copy of the rules, so it can catch the bridge's mistakes.
 
-* ``server``: the websockets shell (handshake checks, pumping frames, closing).
+* ``server``: the websockets shell (handshake checks, pumping frames, closing) and its
+  fault switches (``Faults``: refuse, expire, stall, drop).
 * ``session``: one session, sans-I/O: state, dispatch, echo, barge-in, maximum duration.
 * ``checks``: the service's shape rules for client events, and the problems they can meet.
 * ``session_config``: the session configuration: GA defaults, ``session.update`` rules, merge.
@@ -17,6 +18,7 @@ copy of the rules, so it can catch the bridge's mistakes.
 from bridge.local_agent.server import (
     GREETING_TRANSCRIPT,
     AgentSession,
+    Faults,
     LocalAgentServer,
     load_greeting,
     serve_local_agent,
@@ -25,6 +27,7 @@ from bridge.local_agent.server import (
 __all__ = [
     "GREETING_TRANSCRIPT",
     "AgentSession",
+    "Faults",
     "LocalAgentServer",
     "load_greeting",
     "serve_local_agent",

@@ -9,6 +9,13 @@ and the modules it drives; the package's public names are re-exported here.
 It is at once the keyless default agent (``bridge local-agent``), the demo, and the test
 double for the real service: it echoes what the caller says, greets on a bare
 ``response.create``, and rejects what the real service rejects.
+
+Fault switches (:class:`Faults`), so the demo, the tests and the benchmark share one
+fault-capable double: refuse the first K handshakes with a chosen HTTP status (429, 503,
+401…); and, for the first ``sessions`` sessions (None: all), expire the session after N
+seconds (``session_expired`` then close 1001, as the service does at its cap), stall after
+N seconds (stop reading and answering but keep the socket open), or drop after N seconds
+(1006: the TCP connection is cut with no close frame; 1011: an abrupt close frame).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +42,7 @@ from bridge.local_agent.session import AgentSession
 __all__ = [
     "GREETING_TRANSCRIPT",
     "AgentSession",
+    "Faults",
     "LocalAgentServer",
     "load_greeting",
     "serve_local_agent",
@@ -46,6 +55,24 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 KEPT_SESSIONS = 64
+STALL_HOLD_S = 120.0  # how long a stalled session keeps its socket at most
+
+
+@dataclass
+class Faults:
+    """What the local agent does wrong on command (see the module doc)."""
+
+    refuse_status: int = 503  # HTTP status of a refused handshake
+    refuse_first: int = 0  # how many handshakes to refuse, from now
+    expire_after_s: float | None = None
+    stall_after_s: float | None = None
+    drop_after_s: float | None = None
+    drop_code: int = 1006  # 1006 (no close frame) or 1011
+    sessions: int | None = None  # how many sessions the timed faults hit (None: all)
+
+    def __post_init__(self) -> None:
+        if self.drop_code not in (1006, 1011):
+            raise ValueError("drop_code must be 1006 or 1011")
 
 
 class LocalAgentServer:
@@ -56,8 +83,13 @@ class LocalAgentServer:
     keyless server does not grow without bound.
     """
 
-    def __init__(self, host: str, options: dict[str, Any]) -> None:
+    def __init__(self, host: str, options: dict[str, Any], faults: Faults | None = None) -> None:
         self.host = host
+        self.faults = faults or Faults()
+        self.refused: list[int] = []  # the status of every handshake refused on command
+        self.stalled: list[str] = []  # ids of the sessions stalled on command
+        self._stalled_sockets: set[ServerConnection] = set()
+        self._wakes: dict[int, tuple[AgentSession, asyncio.Event]] = {}  # open sessions
         self.sessions: deque[AgentSession] = deque(maxlen=KEPT_SESSIONS)
         self.closed_sessions: deque[AgentSession] = deque(maxlen=KEPT_SESSIONS)
         self._accepted = 0
@@ -85,6 +117,8 @@ class LocalAgentServer:
         return f"ws://{host}:{self.port}{PATH}"
 
     async def close(self) -> None:
+        for ws in list(self._stalled_sockets):  # they would not answer a close either
+            ws.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -104,11 +138,25 @@ class LocalAgentServer:
     ) -> None:
         await self.close()
 
+    def expire_now(self) -> int:
+        """Expire every open session now (``session_expired``, close 1001); how many."""
+        loop = asyncio.get_running_loop()
+        for session, wake in self._wakes.values():
+            session.expire_at(loop.time())
+            wake.set()
+        return len(self._wakes)
+
     # ------------------------------------------------------------------ handshake
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path != PATH:
             return connection.respond(404, "Not Found\n")
+        faults = self.faults
+        if faults.refuse_first > 0:
+            faults.refuse_first -= 1
+            self.refused.append(faults.refuse_status)
+            logger.info("local agent refused a handshake with %d (fault)", faults.refuse_status)
+            return connection.respond(faults.refuse_status, "Refused on command\n")
         return None
 
     @staticmethod
@@ -161,12 +209,20 @@ class LocalAgentServer:
         options = dict(self._options)
         if options.get("seed") is not None:  # distinct ids in every session
             options["seed"] += self._accepted
+        faults = self.faults
+        faulty = faults.sessions is None or self._accepted < faults.sessions
+        if faulty and faults.expire_after_s is not None:
+            options["max_duration_s"] = faults.expire_after_s
         self._accepted += 1
         session = AgentSession(now=loop.time(), model=model, created_at=time.time(), **options)
+        opened = loop.time()
+        stall_at = opened + faults.stall_after_s if faulty and faults.stall_after_s else None
+        drop_at = opened + faults.drop_after_s if faulty and faults.drop_after_s else None
         self.sessions.append(session)
         logger.info("local agent session %s opened (model %s)", session.config["id"], model)
         outbox: deque[dict[str, Any]] = deque(session.start())
         wake = asyncio.Event()
+        self._wakes[id(session)] = (session, wake)
 
         async def read() -> None:
             try:
@@ -188,7 +244,17 @@ class LocalAgentServer:
                     break
                 if reader.done():
                     break
-                due = session.next_due()
+                now = loop.time()
+                if drop_at is not None and now >= drop_at:
+                    await self._drop(ws, session)
+                    break
+                if stall_at is not None and now >= stall_at:
+                    await self._stall(ws, session, reader)
+                    break
+                due = min(
+                    (t for t in (session.next_due(), stall_at, drop_at) if t is not None),
+                    default=None,
+                )
                 timeout = None if due is None else max(0.0, due - loop.time())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout)
@@ -200,8 +266,36 @@ class LocalAgentServer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            self._wakes.pop(id(session), None)
             self.closed_sessions.append(session)
             logger.info("local agent session %s closed", session.config["id"])
+
+    async def _drop(self, ws: ServerConnection, session: AgentSession) -> None:
+        code = self.faults.drop_code
+        logger.info("local agent session %s dropped (%d, fault)", session.config["id"], code)
+        if code == 1006:
+            ws.transport.abort()  # no close frame: the peer sees 1006
+        else:
+            await ws.close(code, "internal error (fault)")
+
+    async def _stall(
+        self, ws: ServerConnection, session: AgentSession, reader: asyncio.Task[None]
+    ) -> None:
+        """Stop reading and answering; keep the socket until the peer gives up on it."""
+        logger.info("local agent session %s stalled (fault)", session.config["id"])
+        self.stalled.append(session.config["id"])
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        ws.transport.pause_reading()  # not even pings are answered now
+        self._stalled_sockets.add(ws)
+        # A peer that gives up closes or cuts the socket, which a paused transport may not
+        # notice: let go after a while so a long-running agent does not keep it forever.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STALL_HOLD_S):
+                await ws.wait_closed()
+        self._stalled_sockets.discard(ws)
+        ws.transport.abort()
 
 
 def _error(code: str | None, message: str) -> dict[str, Any]:
@@ -228,8 +322,12 @@ async def serve_local_agent(
     chunk_ms: tuple[int, int] = (40, 400),
     greeting: bytes | None = None,
     seed: int | None = None,
+    faults: Faults | None = None,
 ) -> LocalAgentServer:
-    """Start the local agent on ``host:port`` (0: any free port); see ``.url``."""
+    """Start the local agent on ``host:port`` (0: any free port); see ``.url``.
+
+    ``faults`` switches on misbehaviour (also settable later on ``.faults``).
+    """
     server = LocalAgentServer(
         host,
         {
@@ -240,6 +338,7 @@ async def serve_local_agent(
             "greeting": greeting,
             "seed": seed,
         },
+        faults,
     )
     await server._start(port)
     logger.info("local agent listening on %s", server.url)

@@ -136,6 +136,10 @@ class AgentSession:
             due = min(due, self.now if chunk_due is None else chunk_due)
         return due
 
+    def expire_at(self, when: float) -> None:
+        """End the session at ``when`` as if it hit its maximum duration (a fault switch)."""
+        self._expires = min(self._expires, when)
+
     @property
     def active_response_id(self) -> str | None:
         return self._active.id if self._active else None

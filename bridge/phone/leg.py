@@ -74,7 +74,13 @@ async def twilio_media(websocket: WebSocket) -> None:
     logger.info(
         "call %s: stream %s started (agent %s)", call.call_sid, stream.stream_sid, agent.name
     )
-    await services.run_call(call, leg)
+    await services.run_call(
+        call,
+        leg,
+        leg_name="phone",
+        from_number=params.get("From", ""),
+        to_number=params.get("To", ""),
+    )
 
 
 class TwilioLeg:

@@ -209,7 +209,7 @@ class Softphone:
                     "sample_rate": leg.sample_rate,
                 },
             )
-            await self.services.run_call(call, leg, observers=[leg.observe])
+            await self.services.run_call(call, leg, leg_name="softphone", observers=[leg.observe])
         except Exception:
             logger.exception("softphone %s: session failed", call.call_sid)
             await leg.close("internal error")

@@ -2,7 +2,7 @@
 
 Sans-I/O: no asyncio, no database, no clock (times come with the events and the
 arguments). It must not touch the Call (it only reads its events), the database or the
-writer. Phone numbers enter raw and leave masked (``twiml.voice.mask_number``); nothing
+writer. Phone numbers enter raw and leave masked (``bridge.privacy.mask_number``); nothing
 here logs a transcript.
 
 Event kinds and detail keys the recorder reads (a key the Call does not send yet is
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bridge.privacy import mask_number
 from bridge.store.records import (
     BargeInRecord,
     CallRecord,
@@ -50,7 +51,6 @@ from bridge.store.records import (
     check_aware,
     truncate_text,
 )
-from twiml.voice import mask_number
 
 if TYPE_CHECKING:
     from bridge.call import Call, CallEvent
