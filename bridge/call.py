@@ -10,17 +10,16 @@ playback commands) and ``to_model`` (Realtime client events as dicts). It owns:
   response still being generated, and drop its late audio; the greeting guard;
 - the local barge-in detector (``bridge.barge_in``) and its confirmation by the model;
 - the call's timeline and transcripts (an outbox for observers; never logged at INFO);
-- model sessions coming and going (``model_lost`` / ``model_connected``): the conversation
-  so far (bounded: the latest ``HISTORY_ITEMS`` turns, as the caller heard them, cut where a
-  barge-in cut them), replayed as items into a new session; the caller's last few seconds
-  of audio while there is no session, and of an utterance in progress when one ends (a
-  bounded ring), sent to the next one; and whether
-  now is a quiet moment to recycle an old session (``recycle_due``).
+- model sessions coming and going (``model_lost`` / ``model_connected``): when the
+  conversation so far is replayed into a new session and the caller audio held meanwhile
+  sent to it; and whether now is a quiet moment to recycle an old session (``recycle_due``).
 
-It delegates, and must not reimplement: per-item downlink transcoding and what the model
-sent of each item (``bridge.spoken``); paced playout, which items are dropped and what the
-caller has heard (``bridge.playout``). It must not import asyncio, starlette, websockets
-or socketio, nor know any leg's wire format.
+It delegates, and must not reimplement: the conversation history, its replay, the held
+caller audio and comfort noise (``bridge.conversation``); the timeline's records
+(``bridge.timeline``); per-item downlink transcoding and what the model sent of each item
+(``bridge.spoken``); paced playout, which items are dropped and what the caller has heard
+(``bridge.playout``). It must not import asyncio, starlette, websockets or socketio, nor
+know any leg's wire format.
 """
 
 from __future__ import annotations
@@ -28,73 +27,25 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from bridge.ai import events as rt
-from bridge.ai.reconnect import classify_error
-from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Downlink, Uplink
+from bridge.ai.reconnect import log_model_error
+from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Uplink
 from bridge.barge_in import LocalBargeIn, leg_level_dbfs
 from bridge.config import Agent
+from bridge.conversation import HISTORY_ITEMS, HOLD_MS, Conversation, HeldAudio, Turn, comfort_noise
 from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
 from bridge.recent import Recent
 from bridge.spoken import Spoken
+from bridge.timeline import BargeIn, CallEvent
+
+__all__ = ["HISTORY_ITEMS", "HOLD_MS", "BargeIn", "Call", "CallEvent", "Turn"]
 
 logger = logging.getLogger(__name__)
 
 # How long the model gets to confirm a local barge-in before the agent resumes speaking.
 CONFIRM_TIMEOUT_S = 1.2
-# Conversation turns remembered for a new session (the replay sends at most
-# ``replay_max_items`` of them, newest kept).
-HISTORY_ITEMS = 64
-# Caller audio kept while there is no model session: the latest this many ms (PCM16 24 kHz).
-HOLD_MS = 3000
-_HOLD_BYTES = HOLD_MS * 48
-
-
-@dataclass
-class Turn:
-    """One turn of the conversation, as the caller experienced it."""
-
-    role: str  # "user" or "assistant"
-    item_id: str | None
-    text: str | None = None  # None: no transcript (yet)
-    heard: float | None = None  # fraction of an assistant item the caller heard (None: all)
-
-    def replay_text(self) -> str | None:
-        """What a new session is told of this turn (None: nothing worth telling)."""
-        text = (self.text or "").strip()
-        if not text or (self.heard is not None and self.heard <= 0):
-            return None
-        if self.heard is not None and self.heard < 1:
-            cut = max(1, round(len(text) * self.heard))
-            text = text[:cut]
-            if cut < len(self.text or "") and " " in text:
-                text = text.rsplit(" ", 1)[0]
-            text = text.rstrip() + "…"
-        return text
-
-
-@dataclass(frozen=True)
-class CallEvent:
-    """One line of the call's timeline (for observers, tests and the simulator's report)."""
-
-    t: float
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BargeIn:
-    """One interruption."""
-
-    t: float
-    trigger: str  # "model", "local" or "client"
-    item_id: str | None
-    audio_end_ms: int | None
-    confirmed: bool
 
 
 class Call:
@@ -146,10 +97,8 @@ class Call:
         self.sessions = 0
         self._session_started = now
         self._caller_speaking = False
-        self._history: deque[Turn] = deque(maxlen=HISTORY_ITEMS)
-        self._assistant_text: Recent[str, str] = Recent()  # transcript deltas so far
-        self._hold: deque[bytes] = deque()
-        self._hold_bytes = 0
+        self._conversation = Conversation(HISTORY_ITEMS)
+        self._hold = HeldAudio()
         self._respond_on_connect = False  # typed input arrived between sessions
         self._holding = False  # comfort noise is playing while the first session opens
         self._downlink_rate = downlink_rate
@@ -183,10 +132,7 @@ class Call:
         # Between sessions keep the latest few seconds for the next one; while the caller
         # is speaking too, so an utterance the old session dies in is not lost.
         if (not self.model_ready and self.sessions) or self._caller_speaking:
-            self._hold.append(pcm24)
-            self._hold_bytes += len(pcm24)
-            while self._hold_bytes > _HOLD_BYTES:
-                self._hold_bytes -= len(self._hold.popleft())
+            self._hold.add(pcm24)
         if self._local is not None and self._local.feed(
             pcm24, playing=self.playout.active, now=now
         ):
@@ -213,7 +159,7 @@ class Call:
         finishing = self._response_id is not None and self._response_audio_done
         if self.playout.active or self._response_id:
             self._barge_in(now, trigger="client", confirmed=True)
-        self._history.append(Turn("user", None, text))
+        self._conversation.user(None, text)
         if not self.model_ready:  # between sessions: the next one answers it
             self._respond_on_connect = True
             self._event(now, "user_text", chars=len(text))
@@ -242,11 +188,12 @@ class Call:
         self.model_ready = True
         self.to_model.append(rt.session_update(self.agent))
         if reconnect:
-            replayed = self._replay()
-            held_ms = self._hold_bytes // 48
-            for chunk in _joined(self._hold, 48 * 200):
+            items = self._conversation.replay(self.replay_max_items)
+            self.to_model.extend(items)
+            replayed = len(items)
+            held_ms = self._hold.ms
+            for chunk in self._hold.drain(48 * 200):  # 200 ms a piece
                 self.to_model.append(rt.input_audio_append(chunk))
-            self._clear_hold()
             if self._respond_on_connect:
                 self._respond_on_connect = False
                 self.to_model.append(rt.response_create())
@@ -271,14 +218,13 @@ class Call:
                 self._audio_done(item_id, now)
             case rt.SpeechStarted(audio_start_ms=start_ms):
                 self._caller_speaking = True
-                self._clear_hold()
+                self._hold.clear()
                 self._event(now, "speech_started", audio_start_ms=start_ms)
                 self._speech_started(now)
             case rt.SpeechStopped(audio_end_ms=end_ms, item_id=item_id):
                 self._caller_speaking = False
-                self._clear_hold()
-                if self._turn(item_id) is None:
-                    self._history.append(Turn("user", item_id))
+                self._hold.clear()
+                self._conversation.user(item_id)
                 self._event(now, "speech_stopped", audio_end_ms=end_ms)
             case rt.ResponseCreated(response_id=response_id):
                 self._response_id = response_id
@@ -290,7 +236,7 @@ class Call:
                 else:
                     self._response_items.setdefault(response_id, []).append(item_id)
                     if event.role == "assistant" and event.type == "message":
-                        self._history.append(Turn("assistant", item_id))
+                        self._conversation.assistant(item_id)
             case rt.ResponseDone(response_id=response_id, status=status, usage=usage):
                 if self._response_id == response_id:
                     self._response_id = None
@@ -300,33 +246,17 @@ class Call:
                 self._response_items.pop(response_id, None)
                 self._event(now, "response_done", status=status, usage=usage)
             case rt.InputTranscript(item_id=item_id, transcript=text):
-                turn = self._turn(item_id)
-                if turn is None:
-                    self._history.append(Turn("user", item_id, text))
-                else:
-                    turn.text = text
+                self._conversation.user(item_id, text)
                 self._event(now, "transcript", role="user", text=text)
             case rt.TranscriptDelta(item_id=item_id, delta=delta):
-                self._assistant_text.put(item_id, (self._assistant_text.get(item_id) or "") + delta)
+                self._conversation.assistant_delta(item_id, delta)
                 if item_id not in self.playout.dropped:
                     self._event(now, "transcript_delta", role="assistant", text=delta)
             case rt.TranscriptDone(item_id=item_id, transcript=text):
-                turn = self._turn(item_id)
-                if turn is None:
-                    self._history.append(Turn("assistant", item_id, text))
-                else:
-                    turn.text = text
+                self._conversation.assistant_done(item_id, text)
                 self._event(now, "transcript", role="assistant", text=text, item_id=item_id)
             case rt.ServerError(code=code, message=message):
-                kind = classify_error(event)
-                if kind == "ours":
-                    logger.error("call %s: model rejected what we sent: %s", self.call_sid, event)
-                elif kind == "session_expired":
-                    logger.info("call %s: model session expired: %s", self.call_sid, message)
-                else:
-                    logger.warning(
-                        "call %s: model error (%s) %s: %s", self.call_sid, kind, code, message
-                    )
+                kind = log_model_error(self.call_sid, event)
                 self._event(now, "model_error", code=code, message=message, category=kind)
             case rt.SessionCreated() | rt.SessionUpdated():
                 self._event(now, type(event).__name__.lower())
@@ -339,14 +269,10 @@ class Call:
         if self.sessions or self._holding or self.closed is not None:
             return
         self._holding = True
-        noise = np.random.default_rng().integers(-40, 41, 24 * ms, dtype=np.int16)  # ~-60 dBFS
-        payload = Downlink(self._downlink_codec, self._downlink_rate).encode(
-            noise.astype("<i2").tobytes()
-        )
-        frame = self.playout.frame_bytes
-        payload = payload[: len(payload) // frame * frame]
-        for i in range(0, len(payload), frame * 50):  # one message a second of audio
-            self.to_phone.append(SendAudio(payload[i : i + frame * 50]))
+        for payload in comfort_noise(
+            self._downlink_codec, self._downlink_rate, ms, self.playout.frame_bytes
+        ):
+            self.to_phone.append(SendAudio(payload))
         self._event(now, "hold", ms=ms)
 
     def model_closed(self, now: float, reason: str) -> None:
@@ -363,9 +289,7 @@ class Call:
         if not self.model_ready:
             return
         self.model_ready = False
-        for turn in self._history:
-            if turn.role == "assistant" and turn.text is None and turn.item_id is not None:
-                turn.text = self._assistant_text.get(turn.item_id)
+        self._conversation.settle()
         self._spoken.retire()
         if self._response_id is not None:
             self._stale.add(self._response_id)
@@ -376,7 +300,7 @@ class Call:
         self._resume_after_done = False
         self._greeting_pending = False
         if not self._caller_speaking:
-            self._clear_hold()  # else the utterance so far goes to the next session
+            self._hold.clear()  # else the utterance so far goes to the next session
         self._caller_speaking = False
         self.to_model.clear()  # meant for the old session
         self._event(now, "model_lost", reason=reason)
@@ -399,25 +323,7 @@ class Call:
     @property
     def history(self) -> list[Turn]:
         """The conversation so far (the latest ``HISTORY_ITEMS`` turns)."""
-        return list(self._history)
-
-    def _replay(self) -> int:
-        """Queue the conversation so far as items for a new session; how many."""
-        texts = [(t.role, text) for t in self._history if (text := t.replay_text())]
-        texts = texts[-self.replay_max_items :] if self.replay_max_items > 0 else []
-        for role, text in texts:
-            self.to_model.append(rt.user_text(text) if role == "user" else rt.assistant_text(text))
-        return len(texts)
-
-    def _clear_hold(self) -> None:
-        self._hold.clear()
-        self._hold_bytes = 0
-
-    def _turn(self, item_id: str) -> Turn | None:
-        for turn in reversed(self._history):
-            if turn.item_id == item_id:
-                return turn
-        return None
+        return self._conversation.turns
 
     # ------------------------------------------------------------------ time
 
@@ -512,9 +418,8 @@ class Call:
         item_ms: int | None = None
         if heard is not None and (cut := self._spoken.cut(heard)) is not None:
             audio_end_ms, item_ms = cut.audio_end_ms, cut.sent_ms
-            turn = self._turn(heard.item_id)
-            if turn is not None and cut.sent_ms > 0:
-                turn.heard = min(1.0, audio_end_ms / cut.sent_ms)
+            if cut.sent_ms > 0:
+                self._conversation.heard(heard.item_id, min(1.0, audio_end_ms / cut.sent_ms))
             if cut.truncate:
                 self.to_model.append(
                     rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
@@ -553,9 +458,7 @@ class Call:
 
     def _drop(self, item_id: str) -> None:
         self._spoken.drop(item_id)
-        turn = self._turn(item_id)
-        if turn is not None and turn.heard is None:
-            turn.heard = 0.0  # dropped before the caller heard any of it
+        self._conversation.unheard(item_id)  # dropped before the caller heard any of it
 
     @property
     def _dropped(self) -> Collection[str]:
@@ -569,12 +472,6 @@ class Call:
 
     def _event(self, now: float, kind: str, **detail: Any) -> None:
         self.events.append(CallEvent(now - self.started_at, kind, detail))
-
-
-def _joined(chunks: deque[bytes], size: int) -> list[bytes]:
-    """``chunks`` rejoined into pieces of about ``size`` bytes (fewer, larger appends)."""
-    data = b"".join(chunks)
-    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def greeting_instructions(greeting: str) -> str:

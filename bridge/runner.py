@@ -44,8 +44,9 @@ Adding a leg (a client protocol)
 3. Where the connection is accepted (a route, a Socket.IO handler): refuse when
    ``services.at_capacity``, then ``call = Call.for_leg(agent=…, call_sid=…,
    codec="mulaw" | "pcm16", rate=…, lead_ms=settings.playout_lead_ms,
-   now=time.monotonic())`` and ``await services.run_call(call, leg, observers=[…])``
-   (``Services`` is ``app.state.services``). Another codec means a new ``Codec`` in
+   now=time.monotonic())`` and ``await services.run_call(call, leg, leg_name="<leg>",
+   from_number=…, to_number=…, observers=[…])`` (``Services`` is ``app.state.services``;
+   the leg name labels its metrics and call records). Another codec means a new ``Codec`` in
    ``bridge.audio.transcode``, not code in the leg.
 4. Tests: the protocol pure and exhaustive; the shell with a fake runner whose ``feed``
    records the inputs (``tests/softphone/test_softphone_leg.py``); one call end to end
@@ -79,14 +80,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.protocol import State
+from websockets.exceptions import ConnectionClosed
 
 from bridge.ai import events as rt
+from bridge.ai.client import CONNECT_ERRORS, backlog, close_quietly, http_status, is_open
 from bridge.ai.reconnect import Retry, RetryConfig, classify_error
 from bridge.call import Call, CallEvent
 from bridge.config import Settings
-from bridge.errors import RealtimeProtocolError, SessionClosed
+from bridge.errors import RealtimeProtocolError
 from bridge.inputs import CallerAudio, Dtmf, FarEndMark, HangUp, Interrupt, LegInput, TextInput
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, PhoneOut
@@ -100,14 +101,11 @@ Observer = Callable[[Call, list[CallEvent]], None]
 # WebSocket close codes a leg is closed with.
 NORMAL, POLICY_VIOLATION, INTERNAL_ERROR = 1000, 1008, 1011
 
-# What a failed model handshake raises (``connect_realtime`` wraps them in SessionClosed).
 # A model socket that takes longer than this to accept what we send has stopped reading.
 MODEL_SEND_TIMEOUT_S = 2.0
 # Unsent bytes toward the model past which sends leave the call's path for a writer task
 # (below websockets' default write limit, 32 KiB, where a send starts to wait).
 BACKLOG_BYTES = 16 * 1024
-
-CONNECT_ERRORS = (SessionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -265,12 +263,12 @@ class CallRunner:
                     self._clear_trigger = None
         writing = self._writer is not None and not self._writer.done()  # it sends them
         if call.to_model and self.model is not None and call.model_ready and not writing:
-            if not _open(self.model):
+            if not is_open(self.model):
                 # Closing (a ping timed out, the peer closed): a send would wait for the
                 # close to finish. From now on caller audio is held for the next session;
                 # the model reader sees the close and reconnects.
                 call.model_lost(self.clock(), "the model socket is closing")
-            elif _backlog(self.model) > BACKLOG_BYTES:
+            elif backlog(self.model) > BACKLOG_BYTES:
                 # The model is not keeping up: send beside the call, never in its way.
                 self._writer = asyncio.create_task(self._write_model())
             else:
@@ -306,6 +304,7 @@ class CallRunner:
                 call.phone_dtmf(digit, now)
                 await self.flush()
             case TextInput(text=text):
+                self._clear_trigger = now  # typing over the agent interrupts it
                 call.text_input(text, now)
                 await self.flush()
             case Interrupt():
@@ -361,17 +360,10 @@ class CallRunner:
         """Close a socket we are done with in its own task (at most ~1 s, then cut)."""
         if any(getattr(t, "model", None) is model for t in self._closing):
             return
-        task = asyncio.create_task(self._close_quietly(model))
+        task = asyncio.create_task(close_quietly(model))
         task.model = model  # type: ignore[attr-defined]
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    async def _close_quietly(self, model: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await model.close()
-        if model.state.name != "CLOSED":  # the peer never answered the close: cut it
-            model.transport.abort()
 
     async def _model_reader(self) -> Ending:
         call = self.call
@@ -445,28 +437,7 @@ class CallRunner:
             await self.flush()
 
 
-def http_status(exc: BaseException) -> int | None:
-    """The HTTP status a refused handshake got (None: no HTTP answer)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, InvalidStatus):
-            return seen.response.status_code
-        seen = seen.__cause__
-    return None
-
-
 def _config_of(connect_model: ModelConnector) -> RetryConfig:
     """The reconnect settings of the ``Services`` whose connector this is, else defaults."""
     settings = getattr(getattr(connect_model, "__self__", None), "settings", None)
     return RetryConfig.from_settings(settings) if isinstance(settings, Settings) else RetryConfig()
-
-
-def _open(model: ClientConnection) -> bool:
-    """The socket takes sends now (a stand-in without a state counts as open)."""
-    return getattr(model, "state", State.OPEN) is State.OPEN
-
-
-def _backlog(model: ClientConnection) -> int:
-    """Bytes written to the model socket and not yet taken by the kernel."""
-    transport = getattr(model, "transport", None)
-    return 0 if transport is None else int(transport.get_write_buffer_size())

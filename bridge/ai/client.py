@@ -2,17 +2,22 @@
 
 Owns how the bridge connects: the URL with ``?model=``, the one header the GA service wants
 (``Authorization: Bearer …``; never the beta ``OpenAI-Beta`` header, which the GA service
-refuses), and the message-size limit. What travels over the socket is built and parsed by
-``bridge.ai.events``. Connection failures surface as ``SessionClosed``.
+refuses) and the message-size limit; the socket facts the runner asks about (open, unsent
+bytes, the HTTP status of a refused handshake); and how a socket is let go. What travels
+over the socket is built and parsed by ``bridge.ai.events``. Connection failures surface as
+``SessionClosed``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from urllib.parse import quote, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from bridge.errors import SessionClosed
 
@@ -60,3 +65,37 @@ async def connect_realtime(
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         logger.warning("cannot connect to realtime at %s: %s", url, exc)
         raise SessionClosed(f"cannot connect to the realtime service at {url}: {exc}") from exc
+
+
+# What a failed model handshake raises (``connect_realtime`` wraps most in SessionClosed).
+CONNECT_ERRORS = (SessionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError)
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status a refused handshake got (None: no HTTP answer)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InvalidStatus):
+            return seen.response.status_code
+        seen = seen.__cause__
+    return None
+
+
+def is_open(model: ClientConnection) -> bool:
+    """The socket takes sends now (a stand-in without a state counts as open)."""
+    return getattr(model, "state", State.OPEN) is State.OPEN
+
+
+def backlog(model: ClientConnection) -> int:
+    """Bytes written to the model socket and not yet taken by the kernel."""
+    transport = getattr(model, "transport", None)
+    return 0 if transport is None else int(transport.get_write_buffer_size())
+
+
+async def close_quietly(model: ClientConnection) -> None:
+    """Close a socket we are done with: at most ~1 s, then cut (a deaf peer never answers)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await model.close()
+    if model.state.name != "CLOSED":
+        model.transport.abort()

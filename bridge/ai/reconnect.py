@@ -13,12 +13,15 @@ randomness from an injected ``random.Random``):
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Literal
 
 from bridge.ai.events import ServerError
 from bridge.config import Settings
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ErrorKind", "Retry", "RetryConfig", "classify_error", "retryable_status"]
 
@@ -108,3 +111,17 @@ def classify_error(error: ServerError) -> ErrorKind:
     if code in _OURS or (error.type == "invalid_request_error" and error.event_id is not None):
         return "ours"
     return "other"
+
+
+def log_model_error(call_sid: str, error: ServerError) -> ErrorKind:
+    """Log an ``error`` event at the level its kind deserves; return the kind."""
+    kind = classify_error(error)
+    if kind == "ours":  # a bug of ours: the whole event, loudly
+        logger.error("call %s: model rejected what we sent: %s", call_sid, error)
+    elif kind == "session_expired":
+        logger.info("call %s: model session expired: %s", call_sid, error.message)
+    else:
+        logger.warning(
+            "call %s: model error (%s) %s: %s", call_sid, kind, error.code, error.message
+        )
+    return kind
