@@ -194,6 +194,43 @@ class Metrics:
         }
 
 
+class CallFigures:
+    """One call's share of the figures that need a little per-call state: audio handed to
+    the caller, and response latency (the caller's ``speech_stopped`` to the first agent
+    audio handed to the leg after it). Also counts barge-ins and model errors from the
+    call's timeline events (anything with ``kind`` and ``t``, ``detail``).
+
+    A stop heard while the agent was still playing (a guarded greeting) starts no response
+    measurement: that audio would not be the answer.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._stopped_at: float | None = None  # the caller stopped speaking; no answer yet
+
+    def handed(self, audio_chunks: int, now: float) -> None:
+        """``audio_chunks`` of agent audio were handed to the leg at ``now``."""
+        if audio_chunks:
+            self.metrics.frames_out += audio_chunks
+            if self._stopped_at is not None:
+                self.metrics.response.add((now - self._stopped_at) * 1000)
+                self._stopped_at = None
+
+    def observe(self, events: list[Any], started_at: float, playing: bool) -> None:
+        for event in events:
+            match event.kind:
+                case "speech_started":
+                    self._stopped_at = None
+                case "speech_stopped":
+                    self._stopped_at = None if playing else started_at + event.t
+                case "barge_in":
+                    self.metrics.barge_in(event.detail.get("trigger"))
+                case "model_error":
+                    self.metrics.model_error(event.detail.get("code"))
+                case _:
+                    pass
+
+
 class RecordStats(Protocol):
     """What the exposition reads of ``bridge.store.writer.WriterStats``."""
 

@@ -89,8 +89,8 @@ from bridge.call import Call, CallEvent
 from bridge.config import Settings
 from bridge.errors import RealtimeProtocolError
 from bridge.inputs import CallerAudio, Dtmf, FarEndMark, HangUp, Interrupt, LegInput, TextInput
-from bridge.metrics import Metrics
-from bridge.playout import ClearPlayback, PhoneOut
+from bridge.metrics import CallFigures, Metrics
+from bridge.playout import ClearPlayback, PhoneOut, SendAudio
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ class CallRunner:
         self._model_sending = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None  # sends while the model lags
         self._clear_trigger: float | None = None
+        self.figures = CallFigures(metrics)  # this call's share of the figures
         self.reconnect = reconnect or _config_of(connect_model)
         call.recycle_after_s = self.reconnect.recycle_after_s
         call.replay_max_items = self.reconnect.replay_max_items
@@ -255,7 +256,9 @@ class CallRunner:
         async with self._sending:
             if call.to_phone:
                 outs, call.to_phone = call.to_phone, []
+                handed_at = self.clock()
                 await self.leg.send(outs)
+                self.figures.handed(sum(1 for o in outs if isinstance(o, SendAudio)), handed_at)
                 if self._clear_trigger is not None and any(
                     isinstance(o, ClearPlayback) for o in outs
                 ):
@@ -318,6 +321,7 @@ class CallRunner:
 
     def _notify(self) -> None:
         events, self.call.events = self.call.events, []
+        self.figures.observe(events, self.call.started_at, self.call.playout.active)
         for observer in self.observers:
             try:
                 observer(self.call, events)

@@ -21,13 +21,11 @@ from datetime import UTC, datetime
 from websockets.asyncio.client import ClientConnection
 
 from bridge.ai.client import connect_realtime
-from bridge.call import Call, CallEvent
+from bridge.call import Call
 from bridge.config import Settings
 from bridge.metrics import Metrics
-from bridge.playout import PhoneOut, SendAudio
 from bridge.runner import (
     INTERNAL_ERROR,
-    NORMAL,
     CallRunner,
     Ending,
     Leg,
@@ -109,7 +107,6 @@ class Services:
         ``leg_name`` ("phone", "softphone") labels the call in metrics and its record;
         ``from_number``/``to_number`` are raw (the record masks them).
         """
-        watch = _CallWatch(leg, self.metrics)
         recorder = None
         if self.records is not None:
             recorder = CallRecorder.for_call(
@@ -123,12 +120,11 @@ class Services:
             )
         runner = CallRunner(
             call,
-            watch,
+            leg,
             self.connector or self.connect_model,
             metrics=self.metrics,
             observers=[
                 *self.observers,
-                watch.observe,
                 *([recorder.observe] if recorder is not None else []),
                 *(observers or []),
             ],
@@ -163,49 +159,3 @@ def _outcome(ending: Ending) -> str:
     if ending.reason.startswith(_HUNG_UP):
         return "caller_hung_up"
     return "completed"
-
-
-class _CallWatch:
-    """The leg as the runner sees it, counting the audio handed to the caller, and an
-    observer of the call's events: barge-ins, model error codes and response latency.
-
-    Response latency runs from the caller's ``speech_stopped`` to the first agent audio
-    handed to the leg after it. A stop heard while the agent was still playing (a
-    guarded greeting) starts no measurement: its audio would not be the answer.
-    """
-
-    def __init__(self, leg: Leg, metrics: Metrics) -> None:
-        self.leg = leg
-        self.metrics = metrics
-        self._stopped_at: float | None = None
-
-    async def pump(self, runner: CallRunner) -> Ending:
-        return await self.leg.pump(runner)
-
-    async def send(self, outs: list[PhoneOut]) -> None:
-        handed_at = time.monotonic()
-        await self.leg.send(outs)
-        audio = sum(1 for out in outs if isinstance(out, SendAudio))
-        if audio:
-            self.metrics.frames_out += audio
-            if self._stopped_at is not None:
-                self.metrics.response.add((handed_at - self._stopped_at) * 1000)
-                self._stopped_at = None
-
-    async def close(self, reason: str, code: int = NORMAL) -> None:
-        await self.leg.close(reason, code)
-
-    def observe(self, call: Call, events: list[CallEvent]) -> None:
-        for event in events:
-            match event.kind:
-                case "speech_started":
-                    self._stopped_at = None
-                case "speech_stopped":
-                    active = call.playout.active
-                    self._stopped_at = None if active else call.started_at + event.t
-                case "barge_in":
-                    self.metrics.barge_in(event.detail.get("trigger"))
-                case "model_error":
-                    self.metrics.model_error(event.detail.get("code"))
-                case _:
-                    pass
