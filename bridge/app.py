@@ -8,6 +8,8 @@
     GET  /metrics         the Prometheus text format (``bridge.metrics.MetricsCollector``)
     GET  /metrics.json    latency summaries and counters as JSON (the benchmark reads it)
     /softphone, /socket.io/   the browser softphone (when its package is present)
+    GET  /console         the web console on the admin API (``bridge.console``), with
+                          ADMIN_TOKEN only
 
 The lifespan starts the built-in local agent on a free loopback port when no
 ``OPENAI_API_KEY`` is set, and says so in one log line; opens the call records store and
@@ -32,11 +34,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
+from bridge.admin import admin_routes
+from bridge.companion.routes import companion_routes
 from bridge.config import Settings
+from bridge.console import console_routes
+from bridge.guard import admit_for, run_breaker
 from bridge.metrics import Metrics, MetricsCollector
 from bridge.phone.leg import twilio_media
 from bridge.services import Services
 from bridge.softphone import with_softphone
+from bridge.wsrealtime.routes import ws_realtime_routes
+from bridge.wsvoice.routes import ws_voice_routes
+from twiml.fallback import after_routes
 from twiml.voice import make_voice_endpoint
 
 if TYPE_CHECKING:
@@ -52,7 +61,7 @@ BUSY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="bu
 def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
     """Build the app. ``model_url`` overrides where calls connect (tests, benchmarks)."""
     services = Services(settings, model_url or settings.openai_realtime_url)
-    voice = make_voice_endpoint(settings)
+    voice = make_voice_endpoint(settings, admit=admit_for(services))
     # The app's own registry: several apps may live in one process (tests, benchmarks).
     registry = CollectorRegistry()
     registry.register(
@@ -105,6 +114,7 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
 
             local = await serve_local_agent("127.0.0.1", 0)
             services.model_url = local.url
+            services.api_url = local.api_url
             logger.info(
                 "no OPENAI_API_KEY: calls go to the built-in local echo agent at %s", local.url
             )
@@ -114,12 +124,14 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
                 "verified (fine for local development, never for production)"
             )
         lag = asyncio.create_task(_watch_loop_lag(services.metrics), name="loop lag")
+        breaker = asyncio.create_task(run_breaker(services), name="model breaker")
         try:
             await _open_records(services)
             yield
         finally:
             lag.cancel()
-            await asyncio.gather(lag, return_exceptions=True)
+            breaker.cancel()
+            await asyncio.gather(lag, breaker, return_exceptions=True)
             await _close_records(services)
             if local is not None:
                 await local.close()
@@ -131,6 +143,12 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/metrics.json", metrics_json),
+        *after_routes(settings, services.breaker.failed),
+        *companion_routes(services),
+        *admin_routes(services),
+        *console_routes(settings),
+        *ws_realtime_routes(services),
+        *ws_voice_routes(services),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services

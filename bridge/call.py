@@ -39,6 +39,7 @@ from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
 from bridge.recent import Recent
 from bridge.spoken import Spoken
 from bridge.timeline import BargeIn, CallEvent
+from bridge.tools.control import CallControl, ToolResult
 
 __all__ = ["HISTORY_ITEMS", "HOLD_MS", "BargeIn", "Call", "CallEvent", "Turn"]
 
@@ -102,21 +103,38 @@ class Call:
         self._respond_on_connect = False  # typed input arrived between sessions
         self._holding = False  # comfort noise is playing while the first session opens
         self._downlink_rate = downlink_rate
+        # Tools, end_call, keypad digits and silence (``bridge.tools.control``).
+        self.control = CallControl(agent, now)
 
     @classmethod
     def for_leg(
-        cls, *, agent: Agent, call_sid: str, codec: Codec, rate: int, lead_ms: int, now: float
+        cls,
+        *,
+        agent: Agent,
+        call_sid: str,
+        codec: Codec,
+        rate: int,
+        lead_ms: int,
+        now: float,
+        echoes_marks: bool = True,
     ) -> Call:
-        """A call whose phone leg carries ``codec`` audio at ``rate`` both ways."""
+        """A call whose phone leg carries ``codec`` audio at ``rate`` both ways.
+
+        ``echoes_marks=False``: the leg's client never echoes marks; its audio counts as
+        heard at its modelled end (``bridge.schedule``).
+        """
         silence = MULAW_SILENCE if codec == "mulaw" else PCM16_SILENCE
         bytes_per_ms = rate / 1000 * (1 if codec == "mulaw" else 2)
+        playout = Playout(
+            bytes_per_ms=bytes_per_ms, lead_ms=lead_ms, silence=silence, echoes_marks=echoes_marks
+        )
         return cls(
             agent=agent,
             call_sid=call_sid,
             uplink=Uplink(codec, rate),
             downlink_codec=codec,
             downlink_rate=rate,
-            playout=Playout(bytes_per_ms=bytes_per_ms, lead_ms=lead_ms, silence=silence),
+            playout=playout,
             now=now,
         )
 
@@ -141,9 +159,13 @@ class Call:
     def phone_mark(self, name: str, now: float) -> None:
         self.playout.on_mark(name, now)
         self._pull(now)
+        self.control.poll(now, self)  # playout may have just ended: silence counts from here
+        self._control(now)
 
     def phone_dtmf(self, digit: str, now: float) -> None:
         self._event(now, "dtmf", digit=digit)
+        self.control.dtmf(digit, now, self)
+        self._control(now)
 
     def phone_stopped(self, now: float, reason: str = "caller hung up") -> None:
         self._close(now, reason)
@@ -154,6 +176,7 @@ class Call:
 
     def text_input(self, text: str, now: float) -> None:
         """Typed input from the leg: a user message, then a response."""
+        self.control.caller_typed()
         # A response whose audio is all here is not cancelled (see _barge_in) but is not
         # done either: asking for the next one now would collide with it.
         finishing = self._response_id is not None and self._response_audio_done
@@ -162,14 +185,14 @@ class Call:
         self._conversation.user(None, text)
         if not self.model_ready:  # between sessions: the next one answers it
             self._respond_on_connect = True
-            self._event(now, "user_text", chars=len(text))
+            self._event(now, "user_text", chars=len(text), text=text)
             return
         self.to_model.append(rt.user_text(text))
         if finishing:
             self._resume_after_done = True
         else:
             self.to_model.append(rt.response_create())
-        self._event(now, "user_text", chars=len(text))
+        self._event(now, "user_text", chars=len(text), text=text)
 
     # ------------------------------------------------------------------ model side
 
@@ -201,6 +224,8 @@ class Call:
                 now, "model_reconnected", session=self.sessions, replayed=replayed, held_ms=held_ms
             )
             return
+        # A conversation continued from an earlier call (``continue_from``) starts with it.
+        self.to_model.extend(self._conversation.replay(self.replay_max_items))
         if self.greet and self.agent.greeting:
             self.to_model.append(rt.response_create(greeting_instructions(self.agent.greeting)))
             # The guard window starts with the greeting's first audio, not now: the model
@@ -219,7 +244,7 @@ class Call:
             case rt.SpeechStarted(audio_start_ms=start_ms):
                 self._caller_speaking = True
                 self._hold.clear()
-                self._event(now, "speech_started", audio_start_ms=start_ms)
+                self._event(now, "speech_started", audio_start_ms=start_ms, item_id=event.item_id)
                 self._speech_started(now)
             case rt.SpeechStopped(audio_end_ms=end_ms, item_id=item_id):
                 self._caller_speaking = False
@@ -237,6 +262,7 @@ class Call:
                     self._response_items.setdefault(response_id, []).append(item_id)
                     if event.role == "assistant" and event.type == "message":
                         self._conversation.assistant(item_id)
+                        self._event(now, "agent_item", item_id=item_id, response_id=response_id)
             case rt.ResponseDone(response_id=response_id, status=status, usage=usage):
                 if self._response_id == response_id:
                     self._response_id = None
@@ -244,10 +270,12 @@ class Call:
                         self._resume_after_done = False
                         self.to_model.append(rt.response_create())
                 self._response_items.pop(response_id, None)
-                self._event(now, "response_done", status=status, usage=usage)
+                self._event(
+                    now, "response_done", status=status, usage=usage, response_id=response_id
+                )
             case rt.InputTranscript(item_id=item_id, transcript=text):
                 self._conversation.user(item_id, text)
-                self._event(now, "transcript", role="user", text=text)
+                self._event(now, "transcript", role="user", text=text, item_id=item_id)
             case rt.TranscriptDelta(item_id=item_id, delta=delta):
                 self._conversation.assistant_delta(item_id, delta)
                 if item_id not in self.playout.dropped:
@@ -262,6 +290,30 @@ class Call:
                 self._event(now, type(event).__name__.lower())
             case _:
                 pass
+        self.control.model_event(event, now, self)
+        self._control(now)
+
+    def tool_result(self, result: ToolResult, now: float) -> None:
+        """A tool the control asked for (``to_tools``) has answered."""
+        self.control.tool_result(result, now, self)
+        self._control(now)
+
+    @property
+    def hangup(self) -> str | None:
+        """Why the call should end now (end_call, a silent caller), else None."""
+        return self.control.hangup
+
+    @property
+    def response_active(self) -> bool:
+        return self._response_id is not None
+
+    @property
+    def caller_speaking(self) -> bool:
+        return self._caller_speaking
+
+    @property
+    def playing(self) -> bool:
+        return self.playout.active
 
     def hold(self, now: float, ms: int) -> None:
         """The first model session is slow to open (its handshake is being retried): play
@@ -303,6 +355,7 @@ class Call:
             self._hold.clear()  # else the utterance so far goes to the next session
         self._caller_speaking = False
         self.to_model.clear()  # meant for the old session
+        self.control.model_lost()
         self._event(now, "model_lost", reason=reason)
         self._pull(now)
 
@@ -320,6 +373,12 @@ class Call:
             and not self.playout.active
         )
 
+    def continue_from(self, turns: list[tuple[str, str]]) -> None:
+        """Earlier turns of this conversation (``(role, text)``, oldest first, from an
+        earlier call): the first session is given them before anything else."""
+        for role, text in turns:
+            self._conversation.earlier(role, text)
+
     @property
     def history(self) -> list[Turn]:
         """The conversation so far (the latest ``HISTORY_ITEMS`` turns)."""
@@ -330,6 +389,8 @@ class Call:
     def tick(self, now: float) -> None:
         """Release paced audio and settle time-outs; call at ``next_due``."""
         self._pull(now)
+        self.control.poll(now, self)
+        self._control(now)
         pending = self._pending_local
         if pending is not None and now - pending.t >= CONFIRM_TIMEOUT_S:
             # The model never heard speech: it was noise. Let the agent carry on from
@@ -346,6 +407,9 @@ class Call:
         if self._pending_local is not None:
             confirm_at = self._pending_local.t + CONFIRM_TIMEOUT_S
             due = confirm_at if due is None else min(due, confirm_at)
+        control = self.control.next_due(now)
+        if control is not None:
+            due = control if due is None else min(due, control)
         return due
 
     # ------------------------------------------------------------------ internals
@@ -469,6 +533,19 @@ class Call:
         if self.closed is None:
             self.closed = reason
             self._event(now, "closed", reason=reason)
+
+    def _control(self, now: float) -> None:
+        """Take what call control queued: model events, turns, timeline entries."""
+        control = self.control
+        if control.to_model:
+            self.to_model.extend(control.to_model)
+            control.to_model.clear()
+        for text in control.user_texts:
+            self._conversation.user(None, text)
+        control.user_texts.clear()
+        for kind, detail in control.events:
+            self._event(now, kind, **detail)
+        control.events.clear()
 
     def _event(self, now: float, kind: str, **detail: Any) -> None:
         self.events.append(CallEvent(now - self.started_at, kind, detail))

@@ -22,6 +22,20 @@ logger = logging.getLogger("bridge")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
+def _key_presses(text: str) -> list[tuple[float, str]]:
+    """``1.5:1,1.7:#`` → ``[(1.5, "1"), (1.7, "#")]``."""
+    presses = []
+    for part in text.split(","):
+        when, _, key = part.strip().partition(":")
+        if len(key) != 1 or key not in "0123456789*#":
+            raise argparse.ArgumentTypeError(f"{part!r}: expected SECONDS:KEY, KEY one of 0-9 * #")
+        try:
+            presses.append((float(when), key))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: {when!r} is not a number") from None
+    return presses
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -46,6 +60,26 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         metavar="SECONDS",
         help="the local agent expires every model session after SECONDS (watch a reconnect)",
+    )
+    sim.add_argument(
+        "--dtmf",
+        type=_key_presses,
+        metavar="T:KEY,…",
+        help="keypad presses to send, e.g. 1.5:1,1.7:2,1.9:# (seconds into the call)",
+    )
+    sim.add_argument(
+        "--silent",
+        type=float,
+        metavar="SECONDS",
+        help="the caller says nothing for SECONDS (watch the silence nudges)",
+    )
+    sim.add_argument(
+        "--tool-server",
+        action="store_true",
+        help="serve a demo endpoint for the agents file's tools (where their URLs point)",
+    )
+    sim.add_argument(
+        "--tool-delay", type=float, default=0.0, help="seconds the demo endpoint takes"
     )
 
     agent = sub.add_parser("local-agent", help="run the built-in local Realtime agent")
@@ -87,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.out,
                     tail_s=args.tail,
                     expire_after_s=args.expire_after,
+                    dtmf=args.dtmf,
+                    silent_s=args.silent,
+                    tool_server=args.tool_server,
+                    tool_delay_s=args.tool_delay,
                 )
             )
         case "local-agent":

@@ -12,6 +12,7 @@ empty: the agent does not greet).
 
 from __future__ import annotations
 
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bridge.errors import ConfigError
+from bridge.tools.spec import ToolSpec, parse_tools
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly, concise voice assistant on a phone line. Keep answers short, "
@@ -44,12 +46,24 @@ class TurnDetection:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """What a caller gets when the model cannot be reached (``bridge.fallback``): ``say``
+    a message and hang up, ``redirect`` the call to another TwiML URL, or ``dial`` a
+    number (E.164) or SIP URI."""
+
+    kind: str  # "say" | "redirect" | "dial"
+    target: str
+
+
+@dataclass(frozen=True)
 class Agent:
     """One voice agent: what the model is told, and how interruptions behave."""
 
     name: str = "default"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "marin"
+    # Output speech speed (session.audio.output.speed, 0.25-1.5); 1.0 is not sent.
+    speed: float = 1.0
     greeting: str = DEFAULT_GREETING
     turn_detection: TurnDetection = field(default_factory=TurnDetection)
     # Called numbers (E.164), SIP users, or full SIP URIs that reach this agent.
@@ -59,6 +73,33 @@ class Agent:
     barge_in_min_ms: int = 200
     # The first part of the greeting cannot be interrupted (line noise on pick-up).
     greeting_guard_ms: int = 1500
+    # Keep a stereo WAV of each call (caller left, agent right) in RECORDINGS_DIR.
+    record: bool = False
+    # What raw Realtime proxy clients may change in the session (bridge.proxy.rules).
+    realtime_client_may_set: tuple[str, ...] = (
+        "voice",
+        "turn_detection",
+        "transcription",
+        "modalities",
+    )
+    # When the model cannot be reached; None: say UNAVAILABLE_MESSAGE and hang up.
+    fallback: Fallback | None = None
+    # Tools and call control (bridge.tools; README "Tools and call control").
+    tools: tuple[ToolSpec, ...] = ()
+    builtin_tools: tuple[str, ...] = ()  # enabled built-ins, e.g. ("end_call",)
+    tools_secret: str | None = field(default=None, repr=False)  # signs tool requests
+    tools_send_caller_number: bool = False  # else the caller's number is masked
+    tool_filler_after_ms: int = 1500  # 0: no filler line while a tool runs
+    tool_filler: str = "One moment, please."
+    dtmf: bool = True  # keypad digits reach the model
+    dtmf_max_digits: int = 0  # 0: until '#' or a pause
+    dtmf_pause_ms: int = 2000
+    silence_timeout_s: float = 0.0  # 0: a silent caller is not nudged
+    silence_prompt: str = "Are you still there?"
+    silence_max_nudges: int = 2
+    silence_goodbye: str = "I have not heard from you, so I will end the call now. Goodbye!"
+    # Local agent only: trigger ("utterance", "dtmf_0", …) → tool it calls (README).
+    local_tool_triggers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +109,10 @@ class Settings:
     openai_api_key: str | None = None
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     openai_realtime_model: str = "gpt-realtime"
+    # REST calls (ephemeral client secrets, speech): OPENAI_BASE_URL.
+    openai_base_url: str = "https://api.openai.com/v1"
+    # Raw PCM voice clients (``bridge.wsvoice``) are served at ``/`` too (WS_VOICE_AT_ROOT).
+    ws_voice_at_root: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
     # Key for the per-call stream tokens; random per process unless configured.
@@ -87,12 +132,18 @@ class Settings:
     softphone_token: str | None = field(default=None, repr=False)
     softphone_max_sessions: int = 50
     softphone_idle_timeout_s: float = 120.0
+    # A Socket.IO client whose connection drops may resume its session within this (s).
+    socketio_resume_grace_s: float = 10.0
+    # The raw Realtime proxy (bridge.proxy): live sessions, client messages per second.
+    realtime_proxy_max_sessions: int = 50
+    realtime_proxy_messages_per_s: float = 100.0
     # Call records (bridge.store): DATABASE_URL (postgresql://…, sqlite:///…) wins over
     # RECORDS_PATH (a SQLite file). Both None: no records. The environment's default is
     # records.db; Settings() built in code (tests) keeps none, so nothing litters the cwd.
     database_url: str | None = None
     records_path: str | None = None
     records_retention_days: float | None = None  # None: keep records forever
+    recordings_dir: str = "recordings"  # RECORDINGS_DIR: where agents with record=true write
     log_format: str = "text"  # LOG_FORMAT: "text", or "json" (one JSON object a line)
     # Model sessions (bridge.ai.reconnect): handshakes per (re)connection and the time they
     # may take; age at which a session is replaced at a quiet moment; how many conversation
@@ -101,6 +152,33 @@ class Settings:
     model_retry_budget_s: float = 4.0
     model_recycle_after_s: float = 3300.0
     replay_max_items: int = 20
+    # No open door (bridge.limits): a real key without Twilio signatures needs this opt-out.
+    allow_unsigned_webhooks: bool = False
+    # Circuit breaker (bridge.breaker): consecutive calls that could not reach the model
+    # before new calls get the fallback at once (0: never), and how often it probes.
+    model_breaker_threshold: int = 3
+    model_breaker_probe_s: float = 5.0
+    # Limits (bridge.limits): live calls per caller (From), new media streams and
+    # Socket.IO connections per client address (token bucket), who may set
+    # X-Forwarded-For, and when a silent Twilio socket counts as dead. The environment's
+    # defaults are 3 calls and 10 connections a second; Settings() built in code (tests,
+    # benchmarks, many calls from one simulated number) has neither cap.
+    max_calls_per_caller: int = 0
+    connect_rate_per_ip: float = 0.0
+    connect_burst_per_ip: int = 50
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    media_ping_interval_s: float = 10.0
+    media_ping_timeout_s: float = 10.0
+    media_idle_timeout_s: float = 15.0
+    # Bearer token of the admin HTTP routes (None: they are open, on a trusted network).
+    admin_token: str | None = field(default=None, repr=False)
+    # The companion protocol (bridge.companion): live sessions per userId, non-audio
+    # messages a minute per client, idle time before a session closes, earlier turns of a
+    # conversation given to a returning session.
+    companion_max_sessions_per_user: int = 3
+    companion_messages_per_minute: int = 100
+    companion_idle_timeout_s: float = 600.0
+    companion_history_turns: int = 20
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {
@@ -108,6 +186,7 @@ class Settings:
             "openai_api_key",
             "stream_token_secret",
             "softphone_token",
+            "admin_token",
             "database_url",  # may carry a password
         }
         parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items()]
@@ -164,7 +243,7 @@ class Settings:
         default_name = "default"
         agents_file = get.text("AGENTS_FILE")
         if agents_file:
-            agents, default_name = load_agents(Path(agents_file), default)
+            agents, default_name = load_agents(Path(agents_file), default, env)
 
         settings = cls(
             public_url=public_url.rstrip("/") if public_url else None,
@@ -173,6 +252,10 @@ class Settings:
             openai_realtime_url=get.url("OPENAI_REALTIME_URL", schemes=("wss", "ws"))
             or cls.openai_realtime_url,
             openai_realtime_model=get.text("OPENAI_REALTIME_MODEL") or cls.openai_realtime_model,
+            openai_base_url=(
+                get.url("OPENAI_BASE_URL", schemes=("https", "http")) or cls.openai_base_url
+            ).rstrip("/"),
+            ws_voice_at_root=get.flag("WS_VOICE_AT_ROOT") if get.text("WS_VOICE_AT_ROOT") else True,
             host=get.text("HOST") or cls.host,
             port=get.integer("PORT", cls.port, lo=0, hi=65535),
             stream_token_secret=get.text("STREAM_TOKEN_SECRET") or secrets.token_hex(32),
@@ -189,18 +272,53 @@ class Settings:
             softphone_token=get.text("SOFTPHONE_TOKEN"),
             softphone_max_sessions=get.integer("SOFTPHONE_MAX_SESSIONS", 50, lo=1, hi=10_000),
             softphone_idle_timeout_s=get.number("SOFTPHONE_IDLE_TIMEOUT_S", 120.0, lo=1, hi=86400),
+            socketio_resume_grace_s=get.number("SOCKETIO_RESUME_GRACE_S", 10.0, lo=0, hi=3600),
+            realtime_proxy_max_sessions=get.integer(
+                "REALTIME_PROXY_MAX_SESSIONS", 50, lo=0, hi=10_000
+            ),
+            realtime_proxy_messages_per_s=get.number(
+                "REALTIME_PROXY_MESSAGES_PER_S", 100.0, lo=1, hi=10_000
+            ),
             database_url=get.text("DATABASE_URL"),
             # RECORDS_PATH=off keeps no records (unless DATABASE_URL is set).
             records_path=None
             if (get.text("RECORDS_PATH") or "").lower() == "off"
             else get.text("RECORDS_PATH") or "records.db",
             records_retention_days=get.number("RECORDS_RETENTION_DAYS", 0, lo=0, hi=36500) or None,
+            recordings_dir=get.text("RECORDINGS_DIR") or cls.recordings_dir,
             log_format=get.choice("LOG_FORMAT", {"text", "json"}) or "text",
             model_reconnect_attempts=get.integer("MODEL_RECONNECT_ATTEMPTS", 3, lo=1, hi=20),
             model_retry_budget_s=get.number("MODEL_RETRY_BUDGET_S", 4.0, lo=0.1, hi=120),
             model_recycle_after_s=get.number("MODEL_RECYCLE_AFTER_S", 3300.0, lo=10, hi=86400),
             replay_max_items=get.integer("REPLAY_MAX_ITEMS", 20, lo=0, hi=64),
+            allow_unsigned_webhooks=get.flag("ALLOW_UNSIGNED_WEBHOOKS"),
+            model_breaker_threshold=get.integer("MODEL_BREAKER_THRESHOLD", 3, lo=0, hi=1000),
+            model_breaker_probe_s=get.number("MODEL_BREAKER_PROBE_S", 5.0, lo=0.1, hi=3600),
+            max_calls_per_caller=get.integer("MAX_CALLS_PER_CALLER", 3, lo=0, hi=100_000),
+            connect_rate_per_ip=get.number("CONNECT_RATE_PER_IP", 10.0, lo=0, hi=100_000),
+            connect_burst_per_ip=get.integer("CONNECT_BURST_PER_IP", 50, lo=1, hi=100_000),
+            trusted_proxies=get.items("TRUSTED_PROXIES")
+            if "TRUSTED_PROXIES" in env
+            else cls.trusted_proxies,
+            media_ping_interval_s=get.number("MEDIA_PING_INTERVAL_S", 10.0, lo=0, hi=3600),
+            media_ping_timeout_s=get.number("MEDIA_PING_TIMEOUT_S", 10.0, lo=1, hi=3600),
+            media_idle_timeout_s=get.number("MEDIA_IDLE_TIMEOUT_S", 15.0, lo=1, hi=3600),
+            admin_token=get.text("ADMIN_TOKEN"),
+            companion_max_sessions_per_user=get.integer(
+                "COMPANION_MAX_SESSIONS_PER_USER", 3, lo=1, hi=1000
+            ),
+            companion_messages_per_minute=get.integer(
+                "COMPANION_MESSAGES_PER_MINUTE", 100, lo=1, hi=100_000
+            ),
+            companion_idle_timeout_s=get.number("COMPANION_IDLE_TIMEOUT_S", 600.0, lo=1, hi=86400),
+            companion_history_turns=get.integer("COMPANION_HISTORY_TURNS", 20, lo=0, hi=64),
         )
+        if settings.openai_api_key and not token and not settings.allow_unsigned_webhooks:
+            raise ConfigError(
+                "OPENAI_API_KEY is set but TWILIO_AUTH_TOKEN is not: anyone who finds the "
+                "URL could open model sessions on your key. Set TWILIO_AUTH_TOKEN (and "
+                "PUBLIC_URL), or ALLOW_UNSIGNED_WEBHOOKS=1 for a local test"
+            )
         if settings.twilio_auth_token and not settings.public_url:
             raise ConfigError(
                 "PUBLIC_URL is required when TWILIO_AUTH_TOKEN is set: signatures are "
@@ -209,8 +327,12 @@ class Settings:
         return settings
 
 
-def load_agents(path: Path, base: Agent) -> tuple[tuple[Agent, ...], str]:
-    """Read an agents TOML file; every agent inherits unset fields from ``base``."""
+def load_agents(
+    path: Path, base: Agent, env: Mapping[str, str] | None = None
+) -> tuple[tuple[Agent, ...], str]:
+    """Read an agents TOML file; every agent inherits unset fields from ``base``.
+
+    ``env`` resolves ``${NAME}`` in tool headers and ``tools_secret_env``."""
     where = f"AGENTS_FILE ({path})"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -223,7 +345,7 @@ def load_agents(path: Path, base: Agent) -> tuple[tuple[Agent, ...], str]:
     for name, spec in table.items():
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: [agents.{name}] must be a table")
-        agents.append(_agent_from_toml(name, spec, base, where))
+        agents.append(_agent_from_toml(name, spec, base, where, env or {}))
     default = data.get("default", agents[0].name)
     if default not in {a.name for a in agents}:
         raise ConfigError(f"{where}: default = {default!r} names no agent")
@@ -246,6 +368,17 @@ _AGENT_FIELDS: dict[str, tuple[type, float, float]] = {
     "local_barge_in": (bool, 0, 0),
     "barge_in_min_ms": (int, 20, 5000),
     "greeting_guard_ms": (int, 0, 60_000),
+    "record": (bool, 0, 0),
+    "tools_send_caller_number": (bool, 0, 0),
+    "tool_filler_after_ms": (int, 0, 60_000),
+    "tool_filler": (str, 0, 0),
+    "dtmf": (bool, 0, 0),
+    "dtmf_max_digits": (int, 0, 64),
+    "dtmf_pause_ms": (int, 200, 30_000),
+    "silence_timeout_s": (float, 0, 3600),
+    "silence_prompt": (str, 0, 0),
+    "silence_max_nudges": (int, 0, 10),
+    "silence_goodbye": (str, 0, 0),
 }
 _TURN_FIELDS: dict[str, tuple[type, float, float]] = {
     "threshold": (float, 0.0, 1.0),
@@ -254,9 +387,30 @@ _TURN_FIELDS: dict[str, tuple[type, float, float]] = {
 }
 
 
-def _agent_from_toml(name: str, spec: dict[str, Any], base: Agent, where: str) -> Agent:
+# Keys read by hand: tools, built-ins, the secret's variable and local-agent triggers.
+_CONTROL_KEYS = {"tools", "end_call", "tools_secret_env", "local_tool_triggers"}
+# What an agent may let raw Realtime proxy clients change (``realtime_client_may_set``).
+REALTIME_CLIENT_SETTABLE = frozenset(
+    {"voice", "turn_detection", "transcription", "modalities", "instructions", "tools"}
+)
+
+
+def _client_may_set(here: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(v in REALTIME_CLIENT_SETTABLE for v in value):
+        raise ConfigError(
+            f"{here} realtime_client_may_set must be a list of "
+            f"{', '.join(sorted(REALTIME_CLIENT_SETTABLE))}"
+        )
+    return tuple(value)
+
+
+def _agent_from_toml(
+    name: str, spec: dict[str, Any], base: Agent, where: str, env: Mapping[str, str]
+) -> Agent:
     here = f"{where}: [agents.{name}]"
-    unknown = set(spec) - set(_AGENT_FIELDS) - {"numbers", "turn_detection"}
+    unknown = set(spec) - set(_AGENT_FIELDS) - {"numbers", "turn_detection", "fallback"}
+    unknown -= {"realtime_client_may_set"}
+    unknown -= _CONTROL_KEYS
     if unknown:
         raise ConfigError(f"{here} has unknown keys {sorted(unknown)}")
     fields = {
@@ -278,10 +432,66 @@ def _agent_from_toml(name: str, spec: dict[str, Any], base: Agent, where: str) -
             for k, v in turn_spec.items()
         },
     )
+    if "fallback" in spec:
+        fields["fallback"] = _fallback(here, spec["fallback"])
+    if "realtime_client_may_set" in spec:
+        fields["realtime_client_may_set"] = _client_may_set(here, spec["realtime_client_may_set"])
+    fields.update(_control_fields(here, spec, env))
     agent = replace(base, name=name, numbers=tuple(numbers), turn_detection=turn, **fields)
     if agent.voice not in VOICES:
         raise ConfigError(f"{here} voice {agent.voice!r} is not one of {sorted(VOICES)}")
     return agent
+
+
+def _fallback(here: str, spec: object) -> Fallback:
+    """``fallback = {say = "…"}``, ``{redirect = "https://…"}`` or ``{dial = "+1…"}``."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f'{here} fallback must be one of {{say|redirect|dial = "…"}}')
+    ((kind, target),) = spec.items()
+    if kind not in ("say", "redirect", "dial") or not isinstance(target, str) or not target:
+        raise ConfigError(f'{here} fallback must be one of {{say|redirect|dial = "…"}}')
+    target = target.strip()
+    if kind == "redirect":
+        parts = urlsplit(target)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ConfigError(f"{here} fallback redirect {target!r} must be an http(s) URL")
+    if kind == "dial" and not (
+        re.fullmatch(r"\+[1-9][0-9]{6,14}", target)
+        or re.fullmatch(r"sips?:[^\s<>\"]+@[^\s<>\"]+", target)
+    ):
+        raise ConfigError(f"{here} fallback dial {target!r} must be +E.164 or a sip: URI")
+    if len(target) > 4000:
+        raise ConfigError(f"{here} fallback is longer than 4000 characters")
+    return Fallback(kind, target)
+
+
+def _control_fields(here: str, spec: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Tools, built-ins, the tool secret and local-agent triggers of one agent table."""
+    fields: dict[str, Any] = {}
+    if "tools" in spec:
+        fields["tools"] = parse_tools(spec["tools"], here, env)
+    if "end_call" in spec:
+        end_call = _checked(here, "end_call", spec["end_call"], (bool, 0, 0))
+        fields["builtin_tools"] = ("end_call",) if end_call else ()
+    if "tools_secret_env" in spec:
+        var = spec["tools_secret_env"]
+        if not isinstance(var, str) or not env.get(var):
+            raise ConfigError(f"{here} tools_secret_env names {var!r}, which is not set")
+        fields["tools_secret"] = env[var]
+    elif fields.get("tools"):
+        raise ConfigError(f"{here} declares tools but no tools_secret_env to sign requests")
+    triggers = spec.get("local_tool_triggers", {})
+    if not isinstance(triggers, dict) or not all(isinstance(v, str) for v in triggers.values()):
+        raise ConfigError(f"{here} local_tool_triggers must be a table of tool names")
+    # A trigger may name an undeclared tool on purpose: it exercises the unknown-tool path.
+    for trigger, tool in triggers.items():
+        if trigger != "utterance" and not re.fullmatch(r"dtmf_[0-9*#]+", trigger):
+            raise ConfigError(f"{here} local_tool_triggers: {trigger!r} is not a trigger")
+        if not tool.strip() or "\n" in tool:
+            raise ConfigError(f"{here} local_tool_triggers: {trigger} needs a tool name")
+    if triggers:
+        fields["local_tool_triggers"] = tuple(triggers.items())
+    return fields
 
 
 def _checked(here: str, key: str, value: object, rule: tuple[type, float, float]) -> Any:
@@ -353,6 +563,12 @@ class _Reader:
         if not lo <= value <= hi:
             raise ConfigError(f"{name}={value} is out of range [{lo}, {hi}]")
         return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.text(name) or "0").lower()
+        if raw not in {"0", "1", "true", "false", "yes", "no"}:
+            raise ConfigError(f"{name}={raw!r} must be 1 or 0")
+        return raw in {"1", "true", "yes"}
 
     def choice(self, name: str, allowed: frozenset[str] | set[str]) -> str | None:
         raw = self.text(name)

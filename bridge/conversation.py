@@ -81,6 +81,10 @@ class Conversation:
         elif text is not None:
             turn.text = text
 
+    def earlier(self, role: str, text: str) -> None:
+        """A turn of an earlier call of this conversation (no item in any session)."""
+        self._turns.append(Turn("assistant" if role == "assistant" else "user", None, text))
+
     def assistant(self, item_id: str) -> None:
         """An assistant message item started."""
         self._turns.append(Turn("assistant", item_id))

@@ -41,6 +41,13 @@ SHOWN = {
     "transcript",
     "model_error",
     "dtmf",
+    "dtmf_input",
+    "tool_started",
+    "tool_call",
+    "tool_filler",
+    "silence",
+    "ending",
+    "hangup",
     "closed",
 }
 # Details for records and observers, too long for a timeline line.
@@ -54,12 +61,20 @@ async def run_demo(
     *,
     tail_s: float,
     expire_after_s: float | None = None,
+    dtmf: list[tuple[float, str]] | None = None,
+    silent_s: float | None = None,
+    tool_server: bool = False,
+    tool_delay_s: float = 0.0,
 ) -> int:
+    """``dtmf``: keypad presses to send; ``silent_s``: the caller says nothing for that long
+    (instead of the WAV); ``tool_server``: serve a demo endpoint for the agents' tools."""
     if expire_after_s is not None and not settings.uses_local_agent:
         print("--expire-after needs the local agent: unset OPENAI_API_KEY")
         return 2
     settings = signed_settings(settings, public_url=None)
     audio, rate = read_wav(caller_wav)
+    if silent_s is not None:
+        audio, rate, tail_s = audio[:0], 8000, silent_s
     if rate != 8000:
         from bridge.audio.resample import resample_offline
 
@@ -79,6 +94,11 @@ async def run_demo(
             await stack.enter_async_context(local)
             model_url = local.url
             agent += f", sessions expire after {expire_after_s:g} s"
+        if tool_server:
+            from bridge.tools.demo_endpoint import serve_demo_tools
+
+            urls = await stack.enter_async_context(serve_demo_tools(settings, tool_delay_s))
+            print(f"Demo tool endpoint: {', '.join(urls) or 'no tools declared'}")
         bridge = await stack.enter_async_context(running_bridge(settings, model_url=model_url))
         bridge.services.observers.append(observe)
         print(
@@ -92,6 +112,7 @@ async def run_demo(
             public_url=bridge.public_url,
             auth_token=bridge.auth_token,
             tail_s=tail_s,
+            dtmf=dtmf,
         )
         clear_ms = bridge.services.metrics.clear.summary()
         reconnects = bridge.services.metrics.model_reconnects

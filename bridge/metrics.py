@@ -17,6 +17,7 @@ import bisect
 import math
 import resource
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -98,10 +99,17 @@ def _float_text(value: float) -> str:
     return f"{value:.6g}"
 
 
+MAX_ANSWERS = 2000  # per call, like the record's turns
+LATE_FRAME_S = 0.04  # two frame periods, as the benchmark counts late frames
+
 # Outcomes of a call (``bridge_calls_ended_total{outcome}``).
 OUTCOMES = ("completed", "caller_hung_up", "failed", "rejected_busy", "transferred")
 # Barge-in triggers the Call knows; anything else counts as "other".
 TRIGGERS = ("model", "local", "client")
+# Why a call or connection was turned away by a limit (bridge.limits, bridge.breaker).
+LIMITS = ("caller_cap", "connect_rate", "breaker_open")
+# Peers given up on because they stopped reading or answering (Twilio, model, browser).
+PEERS = ("twilio", "model", "browser")
 # Realtime error codes worth their own series; the rest count as "other", so that a
 # misbehaving server cannot grow the label set.
 MODEL_ERROR_CODES = frozenset(
@@ -136,10 +144,18 @@ class Metrics:
     frames_dropped: int = 0  # bad input dropped with a log line
     model_errors: int = 0
     model_reconnects: int = 0  # model sessions replaced mid-call (lost, expired, recycled)
+    truncate_errors: int = 0  # the model refused a conversation.item.truncate
+    frames_late: int = 0  # paced agent audio released more than LATE_FRAME_S after due
     active_by_leg: dict[str, int] = field(default_factory=dict)
     ended_by_outcome: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     barge_ins: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRIGGERS, 0))
     model_error_codes: dict[str, int] = field(default_factory=dict)
+    # Tool calls by outcome ("ok", "timeout", "http_500", …; bridge.tools) and their latency.
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    tool_latency: Histogram = field(default_factory=Histogram)  # ms
+    limited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMITS, 0))
+    peers_dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PEERS, 0))
+    breaker_open: bool = False
     started: float = field(default_factory=time.monotonic)
 
     # ------------------------------------------------------------------ per call
@@ -166,6 +182,12 @@ class Metrics:
     def barge_in(self, trigger: object) -> None:
         key = trigger if isinstance(trigger, str) and trigger in TRIGGERS else "other"
         self.barge_ins[key] = self.barge_ins.get(key, 0) + 1
+
+    def tool_call(self, name: str, outcome: str, seconds: float) -> None:
+        """An HTTP tool answered (or failed: ``outcome`` says how) after ``seconds``."""
+        key = outcome if len(self.tool_calls) < 32 or outcome in self.tool_calls else "other"
+        self.tool_calls[key] = self.tool_calls.get(key, 0) + 1
+        self.tool_latency.add(seconds * 1000)
 
     def model_error(self, code: object) -> None:
         key = code if isinstance(code, str) and code in MODEL_ERROR_CODES else "other"
@@ -207,13 +229,17 @@ class CallFigures:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._stopped_at: float | None = None  # the caller stopped speaking; no answer yet
+        # This call's answers: (when the first audio was handed over, latency in ms).
+        self.answers: deque[tuple[float, float]] = deque(maxlen=MAX_ANSWERS)
 
     def handed(self, audio_chunks: int, now: float) -> None:
         """``audio_chunks`` of agent audio were handed to the leg at ``now``."""
         if audio_chunks:
             self.metrics.frames_out += audio_chunks
             if self._stopped_at is not None:
-                self.metrics.response.add((now - self._stopped_at) * 1000)
+                ms = (now - self._stopped_at) * 1000
+                self.metrics.response.add(ms)
+                self.answers.append((now, ms))
                 self._stopped_at = None
 
     def observe(self, events: list[Any], started_at: float, playing: bool) -> None:
@@ -227,8 +253,18 @@ class CallFigures:
                     self.metrics.barge_in(event.detail.get("trigger"))
                 case "model_error":
                     self.metrics.model_error(event.detail.get("code"))
+                    if _truncate_error(event.detail):
+                        self.metrics.truncate_errors += 1
                 case _:
                     pass
+
+
+def _truncate_error(detail: dict[str, Any]) -> bool:
+    """A model error about a ``conversation.item.truncate`` (its code or its message says so)."""
+    code, message = detail.get("code"), detail.get("message")
+    return (isinstance(code, str) and "truncate" in code) or (
+        isinstance(message, str) and "truncat" in message.lower()
+    )
 
 
 class RecordStats(Protocol):
@@ -295,6 +331,41 @@ class MetricsCollector(Collector):
         for code, count in sorted(m.model_error_codes.items()):
             by_code.add_metric([code], count)
         yield by_code
+        limited = CounterMetricFamily(
+            "bridge_limited", "Calls or connections turned away, by limit.", labels=["limit"]
+        )
+        for limit, count in m.limited.items():
+            limited.add_metric([limit], count)
+        yield limited
+        dropped = CounterMetricFamily(
+            "bridge_peers_dropped",
+            "Peers dropped for not reading or answering in time, by peer.",
+            labels=["peer"],
+        )
+        for peer, count in m.peers_dropped.items():
+            dropped.add_metric([peer], count)
+        yield dropped
+        yield GaugeMetricFamily(
+            "bridge_model_breaker_open",
+            "1 while the model circuit breaker is open (new calls get the fallback).",
+            value=int(m.breaker_open),
+        )
+        tools = CounterMetricFamily(
+            "bridge_tool_calls", "HTTP tool calls, by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(m.tool_calls.items()):
+            tools.add_metric([outcome], count)
+        yield tools
+        yield _counter(
+            "bridge_truncate_errors",
+            "Model errors answering a conversation.item.truncate (barge-in cut wrong).",
+            m.truncate_errors,
+        )
+        yield _counter(
+            "bridge_frames_late",
+            "Paced agent audio released more than 40 ms after it was due (busy event loop).",
+            m.frames_late,
+        )
         yield _counter("bridge_frames_in", "Caller audio frames received.", m.frames_in)
         yield _counter("bridge_frames_out", "Audio chunks handed to caller legs.", m.frames_out)
         yield _counter(
@@ -312,6 +383,11 @@ class MetricsCollector(Collector):
                 m.response,
             ),
             ("bridge_event_loop_lag_seconds", "How late the event loop woke.", m.loop_lag),
+            (
+                "bridge_tool_call_seconds",
+                "HTTP tool call → its answer (or failure).",
+                m.tool_latency,
+            ),
         ):
             yield _histogram(name, doc, hist, _LATENCY_BUCKETS, 1e-3)
         stats = self.records()

@@ -26,11 +26,11 @@ no gap when it does not. Bytes short of a whole frame wait for more audio or for
 ``end_item``, which pads the last partial frame with silence. ``next_due`` is the time
 this rule will next release something.
 
-A leg whose client does not echo marks is still paced (the schedule counts from our
-release, not from echoes) and its barge-ins are still truncated at ``heard``, read off the
-schedule alone. But nothing it plays is ever confirmed, so nothing retires: its chunks and
-items pile up until a ``clear``, and ``active`` stays true. Retiring chunks at their
-modelled end for such a leg is not built yet.
+A leg whose client does not echo marks (``echoes_marks=False``) is paced the same way (the
+schedule counts from our release, not from echoes) and its barge-ins are truncated at
+``heard``, read off the schedule alone. Its chunks retire at their modelled end instead of
+at an echo: ``pull`` settles them and ``next_due`` includes the next chunk's end, so a
+caller of ``pull`` at ``next_due`` sees ``active`` fall once the last chunk has played.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class Playout:
         chunk_ms: int = 40,
         *,
         silence: bytes = b"\xff",
+        echoes_marks: bool = True,
     ) -> None:
         frame_bytes = bytes_per_ms * frame_ms
         if bytes_per_ms <= 0 or frame_ms <= 0 or abs(frame_bytes - round(frame_bytes)) > 1e-9:
@@ -114,7 +115,7 @@ class Playout:
         self._chunk_frames = chunk_ms // frame_ms
         self._silence = silence
         # The far end's side: released chunks, their marks, what echoes confirmed.
-        self.schedule = Schedule(self.bytes_per_ms)
+        self.schedule = Schedule(self.bytes_per_ms, echoes_marks=echoes_marks)
         self._items: deque[PlayoutItem] = deque()  # play order; every item not fully played
         self._release: deque[PlayoutItem] = deque()  # items with audio still to release
         self._by_id: dict[str, PlayoutItem] = {}
@@ -177,6 +178,8 @@ class Playout:
         """Release what is due: whole frames, one chunk of one item per mark."""
         out: list[SendAudio | SendMark] = []
         schedule = self.schedule
+        if schedule.settle(now):
+            self._prune()
         while (step := self._next_chunk()) is not None:
             item, size, full = step
             duration_ms = size / self.bytes_per_ms
@@ -203,15 +206,17 @@ class Playout:
 
         Valid until the next push/end_item/drop_item/clear/on_mark.
         """
+        settle_at = self.schedule.next_end()  # a chunk to retire (no echoes)
         step = self._next_chunk()
         if step is None:
-            return None
+            return None if settle_at is None else max(now, settle_at)
         _, size, full = step
         duration_ms = size / self.bytes_per_ms
         threshold_ms = self.lead_ms - duration_ms
         if not full:
             threshold_ms = min(threshold_ms, self.chunk_ms)
-        return max(now, self.schedule.free_at - threshold_ms / 1000.0)
+        due = max(now, self.schedule.free_at - threshold_ms / 1000.0)
+        return due if settle_at is None else min(due, max(now, settle_at))
 
     # -- feedback from the far end -------------------------------------------------------
 
@@ -225,6 +230,8 @@ class Playout:
 
         See :meth:`bridge.schedule.Schedule.heard` for how it is read off the schedule.
         """
+        if self.schedule.settle(now):
+            self._prune()
         if not self._items:
             return None
         return self.schedule.heard(self._items[0], now)

@@ -59,12 +59,10 @@ call timeline for observers (``Services.observers`` and per call), the runner's 
 (frames in, uplink/downlink latency, clear latency) and the registry behind capacity and
 draining.
 
-Marks: a leg whose client does not echo marks (``send`` drops ``SendMark``) is still paced
-from the release schedule (``bridge.schedule`` counts from our release, not from echoes)
-and its barge-ins are still truncated at what the schedule says was heard: that works
-today. What does not: nothing is ever confirmed, so released chunks are never retired,
-``playout.active`` stays true and per-call state grows until a ``clear``. Such a leg needs
-the schedule to retire chunks at their modelled end; that is not built yet.
+Marks: a leg whose client does not echo marks (``send`` drops ``SendMark``) creates its
+call with ``Call.for_leg(..., echoes_marks=False)``. It is paced from the release schedule
+(``bridge.schedule`` counts from our release, not from echoes), its chunks count as heard
+at their modelled end and its barge-ins are truncated at what the schedule says was heard.
 """
 
 from __future__ import annotations
@@ -86,11 +84,12 @@ from bridge.ai import events as rt
 from bridge.ai.client import CONNECT_ERRORS, backlog, close_quietly, http_status, is_open
 from bridge.ai.reconnect import Retry, RetryConfig, classify_error
 from bridge.call import Call, CallEvent
-from bridge.config import Settings
 from bridge.errors import RealtimeProtocolError
 from bridge.inputs import CallerAudio, Dtmf, FarEndMark, HangUp, Interrupt, LegInput, TextInput
-from bridge.metrics import CallFigures, Metrics
+from bridge.metrics import LATE_FRAME_S, CallFigures, Metrics
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio
+from bridge.tools.control import ToolResult
+from bridge.tools.executor import ToolExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +113,22 @@ class Ending:
 
     reason: str
     code: int = NORMAL
+    # No model session could be opened (the call's fallback applies; the breaker counts it).
+    model_unreachable: bool = False
 
     @property
     def normal(self) -> bool:
         return self.code == NORMAL
+
+
+class AudioTap(Protocol):
+    """Sees the call's audio beside the call (``bridge.store.recording``); never blocks."""
+
+    def caller(self, payload: bytes, now: float) -> None:
+        """Caller audio in the leg's format, which arrived at ``now``."""
+
+    def played(self, outs: list[PhoneOut], now: float) -> None:
+        """``outs`` were handed to the leg at ``now``."""
 
 
 class Leg(Protocol):
@@ -161,12 +172,16 @@ class CallRunner:
         self._writer: asyncio.Task[None] | None = None  # sends while the model lags
         self._clear_trigger: float | None = None
         self.figures = CallFigures(metrics)  # this call's share of the figures
-        self.reconnect = reconnect or _config_of(connect_model)
+        self.reconnect = reconnect or RetryConfig()
         call.recycle_after_s = self.reconnect.recycle_after_s
         call.replay_max_items = self.reconnect.replay_max_items
         self._rng = rng or random.Random()
         self._replacing: str | None = None  # why we closed the socket on purpose
+        self.leg_name = ""  # what kind of leg ("phone", "softphone", …): set by Services
+        self.tap: AudioTap | None = None  # a recording, when the agent records calls
         self._closing: set[asyncio.Task[None]] = set()
+        # HTTP tools run beside the call (``bridge.tools``); Services sets the numbers.
+        self.tools = ToolExecutor(call.call_sid, call.agent, self._tool_done)
 
     async def open_model(self) -> ClientConnection:
         """Open a model socket, retrying within the budget; raise the last failure."""
@@ -199,7 +214,7 @@ class CallRunner:
         try:
             self.model = await self.open_model()
         except CONNECT_ERRORS as exc:
-            ending = Ending(f"model unreachable: {type(exc).__name__}: {exc}", INTERNAL_ERROR)
+            ending = Ending(f"model unreachable: {type(exc).__name__}: {exc}", INTERNAL_ERROR, True)
             logger.error("call %s: %s", call.call_sid, ending.reason)
             await self.leg.close(ending.reason, ending.code)
             return ending
@@ -239,6 +254,7 @@ class CallRunner:
                 closing.cancel()
             if self._writer is not None:
                 self._writer.cancel()
+            await self.tools.close()
             await self.leg.close(ending.reason, ending.code)
         return ending
 
@@ -253,12 +269,18 @@ class CallRunner:
         given up and replaced.
         """
         call = self.call
+        if call.control.to_tools:
+            for command in call.control.to_tools:
+                self.tools.start(command)
+            call.control.to_tools.clear()
         async with self._sending:
             if call.to_phone:
                 outs, call.to_phone = call.to_phone, []
                 handed_at = self.clock()
                 await self.leg.send(outs)
                 self.figures.handed(sum(1 for o in outs if isinstance(o, SendAudio)), handed_at)
+                if self.tap is not None:
+                    self.tap.played(outs, handed_at)
                 if self._clear_trigger is not None and any(
                     isinstance(o, ClearPlayback) for o in outs
                 ):
@@ -294,6 +316,8 @@ class CallRunner:
         match leg_input:
             case CallerAudio(payload=payload):
                 self.metrics.frames_in += 1
+                if self.tap is not None:
+                    self.tap.caller(payload, now)
                 self._clear_trigger = now  # the local detector may turn it into a barge-in
                 call.phone_audio(payload, now)
                 await self.flush()
@@ -318,6 +342,11 @@ class CallRunner:
                 call.phone_stopped(now, reason)
                 return Ending(reason)
         return None
+
+    async def _tool_done(self, result: ToolResult) -> None:
+        self.metrics.tool_call(result.name, result.outcome, result.seconds)
+        self.call.tool_result(result, self.clock())
+        await self.flush()
 
     def _notify(self) -> None:
         events, self.call.events = self.call.events, []
@@ -347,6 +376,7 @@ class CallRunner:
                 except TimeoutError:
                     if model is self.model:
                         model.transport.abort()  # no close handshake with a deaf peer
+                        self.metrics.peers_dropped["model"] += 1
                         self.replace_model(self.clock(), "the model stopped reading")
                     return
 
@@ -386,7 +416,7 @@ class CallRunner:
                 detail = f"{type(exc).__name__}: {exc}"
                 call.model_closed(self.clock(), f"{reason}; reconnect failed: {detail}")
                 return Ending(
-                    f"model session closed: {reason}; unreachable: {detail}", INTERNAL_ERROR
+                    f"model session closed: {reason}; unreachable: {detail}", INTERNAL_ERROR, True
                 )
             self.metrics.model_reconnects += 1
             logger.info("call %s: model session replaced (%s)", call.call_sid, reason)
@@ -430,6 +460,7 @@ class CallRunner:
             self._wake.clear()
             now = self.clock()
             due = self._pacer_due = call.next_due(now)
+            audio_due = call.playout.next_due(now)
             if due is None:
                 await self._wake.wait()
             else:
@@ -437,11 +468,9 @@ class CallRunner:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(due - now, 0.001)):
                         await self._wake.wait()
+            if audio_due is not None and self.clock() - audio_due > LATE_FRAME_S:
+                self.metrics.frames_late += 1
             call.tick(self.clock())
             await self.flush()
-
-
-def _config_of(connect_model: ModelConnector) -> RetryConfig:
-    """The reconnect settings of the ``Services`` whose connector this is, else defaults."""
-    settings = getattr(getattr(connect_model, "__self__", None), "settings", None)
-    return RetryConfig.from_settings(settings) if isinstance(settings, Settings) else RetryConfig()
+            if call.hangup is not None:  # end_call, a silent caller: the goodbye was heard
+                return Ending(call.hangup)

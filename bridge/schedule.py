@@ -20,6 +20,9 @@ Far-end model (what the playout's ``pull``/``next_due`` and :meth:`Schedule.hear
   echo normally arrives one round trip after the modelled end; one that arrives more than
   ``_STALL_S`` later than the recent minimum round trip means the far end fell behind,
   and the schedule of later chunks is moved back to match.
+* A far end that never echoes (``echoes_marks=False``: Socket.IO voice clients) is taken
+  to play exactly as modelled: each chunk counts as played at its modelled end
+  (:meth:`Schedule.settle`), and nothing can move the schedule back if it fell behind.
 * After ``clear`` Twilio echoes *every* pending mark at once: an echo means "played or
   cleared". Marks released before a ``clear`` (``seq <= cleared_upto``) are therefore
   ignored whenever they come back; they never count as played and never move the clock
@@ -107,8 +110,11 @@ def item_of_mark(name: str) -> str | None:
 class Schedule:
     """Released chunks, in order, until their marks come back; the far end's clock."""
 
-    def __init__(self, bytes_per_ms: float) -> None:
+    def __init__(self, bytes_per_ms: float, *, echoes_marks: bool = True) -> None:
         self.bytes_per_ms = bytes_per_ms
+        # False: the far end never echoes marks; a chunk counts as played at its modelled
+        # end (:meth:`settle`), which is all the schedule can know of such a far end.
+        self.echoes_marks = echoes_marks
         self._chunks: deque[_Chunk] = deque()  # released, not echoed; consecutive seqs
         self._seq = 0
         self._cleared_upto = 0
@@ -178,6 +184,28 @@ class Schedule:
             # by more than echo jitter explains: move the rest of the schedule back.
             self._replan(now - base)
         return True
+
+    def settle(self, now: float) -> bool:
+        """For a far end that does not echo marks: chunks whose modelled end has passed
+        count as played, as an echo would have confirmed them. True if any did."""
+        if self.echoes_marks:
+            return False
+        chunks = self._chunks
+        settled = False
+        while chunks and chunks[0].play_at + chunks[0].duration_ms / 1000.0 <= now:
+            chunk = chunks.popleft()
+            chunk.item.played = chunk.end
+            chunk.item.outstanding -= 1
+            settled = True
+        return settled
+
+    def next_end(self) -> float | None:
+        """When :meth:`settle` will next have something to settle (None: never, or it
+        waits for echoes)."""
+        if self.echoes_marks or not self._chunks:
+            return None
+        first = self._chunks[0]
+        return first.play_at + first.duration_ms / 1000.0
 
     def _replan(self, free_at: float) -> None:
         """Play the chunks still out from ``free_at`` on (never before their release)."""

@@ -36,7 +36,7 @@ class DrainingServer(uvicorn.Server):
         self.drain_deadline: float | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if self.drain_deadline is not None or not self.services.calls:
+        if self.drain_deadline is not None or not (self.services.calls or self.services.proxied):
             super().handle_exit(sig, frame)
             return
         self.services.draining = True
@@ -49,7 +49,8 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and (
-            not self.services.calls or time.monotonic() >= self.drain_deadline
+            not (self.services.calls or self.services.proxied)
+            or time.monotonic() >= self.drain_deadline
         ):
             logger.info("drained: %d calls still live", len(self.services.calls))
             return True
@@ -65,8 +66,12 @@ def make_server(settings: Settings, app: Any, services: Any, **overrides: Any) -
         # Media frames are small; a peer sending huge frames is cut off, not buffered.
         ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
         ws="websockets-sansio",
-        ws_ping_interval=None,
+        # A media socket whose peer stops answering pings is closed (telephony timings).
+        ws_ping_interval=settings.media_ping_interval_s or None,
+        ws_ping_timeout=settings.media_ping_timeout_s,
         proxy_headers=True,
+        # X-Forwarded-For / -Proto are believed only from these (the per-address limits).
+        forwarded_allow_ips=list(settings.trusted_proxies),
         lifespan="on",
         **overrides,
     )

@@ -21,8 +21,11 @@ from datetime import UTC, datetime
 from websockets.asyncio.client import ClientConnection
 
 from bridge.ai.client import connect_realtime
+from bridge.ai.reconnect import RetryConfig
+from bridge.breaker import ModelBreaker
 from bridge.call import Call
 from bridge.config import Settings
+from bridge.limits import CallerCount, ConnectLimiter
 from bridge.metrics import Metrics
 from bridge.runner import (
     INTERNAL_ERROR,
@@ -33,6 +36,7 @@ from bridge.runner import (
     Observer,
 )
 from bridge.store.recorder import CallRecorder
+from bridge.store.recording import RecordingFiles
 from bridge.store.records import Direction
 from bridge.store.writer import RecordWriter
 
@@ -49,6 +53,8 @@ _HUNG_UP = ("caller hung up", "hung up", "browser disconnected")
 class Services:
     settings: Settings
     model_url: str  # the Realtime endpoint calls connect to (OpenAI's or the local agent's)
+    # The REST base for client secrets and speech when not OPENAI_BASE_URL (the local agent's).
+    api_url: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
     observers: list[Observer] = field(default_factory=list)
     calls: set[CallRunner] = field(default_factory=set)
@@ -58,10 +64,30 @@ class Services:
     records_where: str | None = None  # where they go, password-free (for one log line)
     # Set by whatever knows the model cannot be reached (a circuit breaker): not ready.
     model_unreachable: bool = False
+    # Live sessions that are not Calls (the raw Realtime proxy): they count for MAX_CALLS.
+    proxied: set[object] = field(default_factory=set)
+    breaker: ModelBreaker = field(init=False)
+    callers: CallerCount = field(init=False)  # live calls by From (MAX_CALLS_PER_CALLER)
+    connects: ConnectLimiter = field(init=False)  # new streams / Socket.IO per address
+    # The record so far of each live call, by call id (the admin API reads them).
+    recorders: dict[str, CallRecorder] = field(default_factory=dict)
+    recordings: RecordingFiles = field(init=False)  # for agents with record = true
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.breaker = ModelBreaker(
+            s.model_breaker_threshold, s.model_breaker_probe_s, self._breaker_changed
+        )
+        self.callers = CallerCount(s.max_calls_per_caller)
+        self.connects = ConnectLimiter(s.connect_rate_per_ip, s.connect_burst_per_ip)
+        self.recordings = RecordingFiles(s.recordings_dir, s.records_retention_days)
+
+    def _breaker_changed(self, is_open: bool) -> None:
+        self.model_unreachable = self.metrics.breaker_open = is_open
 
     @property
     def at_capacity(self) -> bool:
-        return len(self.calls) >= self.settings.max_calls
+        return len(self.calls) + len(self.proxied) >= self.settings.max_calls
 
     @property
     def not_ready(self) -> str | None:
@@ -108,7 +134,7 @@ class Services:
         ``from_number``/``to_number`` are raw (the record masks them).
         """
         recorder = None
-        if self.records is not None:
+        if self.records is not None or self.settings.admin_token:
             recorder = CallRecorder.for_call(
                 call,
                 leg=leg_name,
@@ -123,13 +149,28 @@ class Services:
             leg,
             self.connector or self.connect_model,
             metrics=self.metrics,
+            reconnect=RetryConfig.from_settings(self.settings),
             observers=[
                 *self.observers,
                 *([recorder.observe] if recorder is not None else []),
                 *(observers or []),
             ],
         )
+        runner.leg_name = leg_name
+        recording = None
+        if call.agent.record:
+            recording = self.recordings.open(
+                call.call_sid,
+                codec=call.uplink.codec,
+                rate=call.uplink.rate,
+                started_at=call.started_at,
+            )
+            runner.tap = recording
+        if recorder is not None:
+            self.recorders[call.call_sid] = recorder
+        runner.tools.parties(from_number, to_number)
         self.calls.add(runner)
+        self.callers.add(from_number)
         self.metrics.call_started(leg_name)
         self.metrics.calls_active = len(self.calls)
         ending = Ending("internal error", INTERNAL_ERROR)
@@ -141,12 +182,23 @@ class Services:
             raise
         finally:
             self.calls.discard(runner)
+            self.recorders.pop(call.call_sid, None)
+            if recording is not None:
+                recording.close(time.monotonic())
+            self.callers.remove(from_number)
+            self.breaker.call_ended(
+                call.call_sid,
+                reached_model=runner.model is not None,
+                unreachable=ending.model_unreachable,
+            )
             self.metrics.calls_active = len(self.calls)
             if not ending.normal:
                 self.metrics.calls_failed += 1
             self.metrics.call_ended(leg_name, _outcome(ending), time.monotonic() - call.started_at)
             if recorder is not None and self.records is not None:
                 try:
+                    for at, ms in runner.figures.answers:
+                        recorder.answered(at - call.started_at, ms)
                     self.records.submit(recorder.finish(reason=ending.reason))
                 except Exception:  # a record must never break the end of a call
                     logger.exception("call %s: could not build its record", call.call_sid)

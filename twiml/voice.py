@@ -17,14 +17,14 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from bridge.config import Settings
+from bridge.config import Agent, Settings
 from bridge.errors import ConfigError
 from bridge.privacy import mask_number
 from twiml.security import (
@@ -52,14 +52,26 @@ _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5
 _CALL_SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# (From, the call's agent) → TwiML answering the call instead of the stream, or None.
+Admit = Callable[[str, Agent], str | None]
+# Where Twilio asks what to do once the stream has ended (twiml.fallback).
+AFTER_PATH = "/twilio/after"
 
 
-def voice_twiml(*, stream_url: str, parameters: dict[str, str], fallback: str | None = None) -> str:
+def voice_twiml(
+    *,
+    stream_url: str,
+    parameters: dict[str, str],
+    fallback: str | None = None,
+    action: str | None = None,
+) -> str:
     """``<Response><Connect><Stream url=…><Parameter …/>…</Stream></Connect></Response>``.
 
-    Twilio goes on to the verbs after ``<Connect>`` when the bridge ends the stream while
-    the caller is still on the line (the model failed or its session hit its maximum
-    length): ``fallback``, if given, is said then, instead of a silent hang-up.
+    When the bridge ends the stream while the caller is still on the line, Twilio asks
+    ``action`` (``<Connect action>``, https://www.twilio.com/docs/voice/twiml/connect) what
+    to do next: the agent's fallback if the model failed, else a hang-up
+    (``twiml.fallback``). Without ``action`` it goes on to the verbs after ``<Connect>``:
+    ``fallback``, if given, is said then, instead of a silent hang-up.
 
     Raises ``ValueError`` for a stream URL that is not ws(s) or carries a query string,
     and for a parameter that XML cannot carry or that is too long.
@@ -70,7 +82,7 @@ def voice_twiml(*, stream_url: str, parameters: dict[str, str], fallback: str | 
     if parts.query or parts.fragment or "?" in stream_url:
         raise ValueError("stream URL may not carry a query string; use <Parameter>")
     response = VoiceResponse()
-    connect = Connect()
+    connect = Connect(action=action) if action else Connect()
     stream = Stream(url=stream_url)
     for name, value in parameters.items():
         if not name:
@@ -82,15 +94,21 @@ def voice_twiml(*, stream_url: str, parameters: dict[str, str], fallback: str | 
         stream.parameter(name=name, value=value)
     connect.append(stream)
     response.append(connect)
-    if fallback:
+    if fallback and not action:
         response.say(_clip(fallback, 4000))
     return str(response)
 
 
-def make_voice_endpoint(settings: Settings, *, now: Callable[[], float] = time.time) -> Endpoint:
+def make_voice_endpoint(
+    settings: Settings,
+    *,
+    now: Callable[[], float] = time.time,
+    admit: Admit | None = None,
+) -> Endpoint:
     """The Starlette endpoint for ``POST /twilio/voice``.
 
-    ``now`` is the wall clock used to date stream tokens. With
+    ``now`` is the wall clock used to date stream tokens. ``admit(caller, agent)`` may
+    answer a call with other TwiML instead of the stream (busy, the model's fallback). With
     ``settings.twilio_auth_token`` set, a request whose signature does not match
     ``settings.public_url + "/twilio/voice"`` (plus its query string) gets a plain 403.
     """
@@ -128,6 +146,9 @@ def make_voice_endpoint(settings: Settings, *, now: Callable[[], float] = time.t
         caller = _clip(form.get("From", ""), MAX_PARAMETER_CHARS - len("From"))
         called = _clip(form.get("To", ""), MAX_PARAMETER_CHARS - len("To"))
         agent = settings.agent_for(called or None)
+        instead = admit(caller, agent) if admit is not None else None
+        if instead is not None:
+            return Response(instead, media_type="text/xml")
         token = make_stream_token(
             settings.stream_token_secret, call_sid, now(), settings.stream_token_ttl_s
         )
@@ -144,7 +165,14 @@ def make_voice_endpoint(settings: Settings, *, now: Callable[[], float] = time.t
         )
         return Response(
             voice_twiml(
-                stream_url=stream_url, parameters=parameters, fallback=settings.unavailable_message
+                stream_url=stream_url,
+                parameters=parameters,
+                # Absolute when we know the public URL: a relative one would resolve
+                # outside a path prefix (https://host/prefix/twilio/voice).
+                action=(settings.public_url or "")
+                + AFTER_PATH
+                + "?"
+                + urlencode({"agent": agent.name}),
             ),
             media_type="text/xml",
         )

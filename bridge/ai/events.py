@@ -25,6 +25,7 @@ from typing import Any
 from bridge.audio.formats import MODEL_RATE
 from bridge.config import Agent
 from bridge.errors import RealtimeProtocolError
+from bridge.tools.spec import declarations, trigger_lines
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def session_update(
         "event_id": new_event_id(),
         "session": {
             "type": "realtime",
-            "instructions": agent.instructions,
+            "instructions": _instructions(agent),
             "output_modalities": ["audio"],
             "audio": {
                 "input": {
@@ -64,9 +65,37 @@ def session_update(
                     },
                     "transcription": {"model": transcription_model},
                 },
-                "output": {"format": dict(PCM_FORMAT), "voice": agent.voice},
+                "output": {
+                    "format": dict(PCM_FORMAT),
+                    "voice": agent.voice,
+                    # 0.25-1.5, between turns only; the default is left unsaid.
+                    **({"speed": agent.speed} if agent.speed != 1.0 else {}),
+                },
             },
+            **_tools(agent),
         },
+    }
+
+
+def _instructions(agent: Agent) -> str:
+    """The agent's instructions, and the local agent's tool triggers if it has any."""
+    if not agent.local_tool_triggers:
+        return agent.instructions
+    return agent.instructions + "\n\n" + trigger_lines(agent.local_tool_triggers)
+
+
+def _tools(agent: Agent) -> dict[str, Any]:
+    """``session.tools`` and ``tool_choice`` when the agent has any tools."""
+    tools = declarations(agent.tools, agent.builtin_tools)
+    return {"tools": tools, "tool_choice": "auto"} if tools else {}
+
+
+def function_call_output(call_id: str, output: str) -> dict[str, Any]:
+    """``conversation.item.create`` answering a function call (send a response.create next)."""
+    return {
+        "type": "conversation.item.create",
+        "event_id": new_event_id(),
+        "item": {"type": "function_call_output", "call_id": call_id, "output": output},
     }
 
 
@@ -174,6 +203,18 @@ class OutputItemAdded:
     item_id: str
     role: str | None
     type: str
+    name: str | None = None  # a function_call item: the tool's name and the call's id
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionCallArguments:
+    """``response.function_call_arguments.done``: the model's arguments, as JSON text."""
+
+    response_id: str
+    item_id: str
+    call_id: str
+    arguments: str
 
 
 @dataclass(frozen=True)
@@ -237,6 +278,7 @@ ServerEvent = (
     | SpeechStopped
     | ResponseCreated
     | OutputItemAdded
+    | FunctionCallArguments
     | AudioDelta
     | AudioDone
     | TranscriptDelta
@@ -294,6 +336,12 @@ def _parse(kind: str, d: dict[str, Any]) -> ServerEvent:
                 _str(item, "id"),
                 role if isinstance(role, str) else None,
                 _str(item, "type"),
+                _opt_str(item, "name"),
+                _opt_str(item, "call_id"),
+            )
+        case "response.function_call_arguments.done":
+            return FunctionCallArguments(
+                _str(d, "response_id"), _str(d, "item_id"), _str(d, "call_id"), _str(d, "arguments")
             )
         case "response.output_audio.done":
             return AudioDone(_str(d, "response_id"), _str(d, "item_id"), _int(d, "content_index"))

@@ -379,7 +379,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--soak" or a.startswith("--soak=") for a in argv):
+        from bridge.bench.soak import main as soak_main
+
+        return soak_main(argv)
+    args = parse_args(argv)
     bench = Bench(args)
     try:
         result = bench.run()

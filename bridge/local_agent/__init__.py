@@ -7,6 +7,8 @@ copy of the rules, so it can catch the bridge's mistakes.
 
 * ``server``: the websockets shell (handshake checks, pumping frames, closing) and its
   fault switches (``Faults``: refuse, expire, stall, drop).
+* ``rest``: the REST endpoints on their own HTTP port: ephemeral client secrets (which the
+  Realtime endpoint accepts until they expire) and speech (a tone burst per word).
 * ``session``: one session, sans-I/O: state, dispatch, echo, barge-in, maximum duration.
 * ``checks``: the service's shape rules for client events, and the problems they can meet.
 * ``session_config``: the session configuration: GA defaults, ``session.update`` rules, merge.

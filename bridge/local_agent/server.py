@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -35,8 +36,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from bridge.local_agent.response import GREETING_TRANSCRIPT, load_greeting
+from bridge.local_agent.rest import ClientSecrets, RestServer
 from bridge.local_agent.session import AgentSession
 
 __all__ = [
@@ -95,14 +98,19 @@ class LocalAgentServer:
         self._accepted = 0
         self._options = options
         self._server: Server | None = None
+        # Ephemeral client secrets and speech, on their own HTTP port (``rest``).
+        self.secrets = ClientSecrets()
+        self._rest = RestServer(host, self.secrets)
 
     async def _start(self, port: int) -> None:
+        await self._rest.start()
         self._server = await serve(
             self._handle,
             self.host,
             port,
             process_request=self._check_path,
             max_size=MAX_MESSAGE_BYTES,
+            select_subprotocol=_select_subprotocol,
         )
 
     @property
@@ -116,7 +124,13 @@ class LocalAgentServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}{PATH}"
 
+    @property
+    def api_url(self) -> str:
+        """The REST base (``http://…/v1``): client secrets and speech."""
+        return self._rest.url
+
     async def close(self) -> None:
+        await self._rest.close()
         for ws in list(self._stalled_sockets):  # they would not answer a close either
             ws.transport.abort()
         if self._server is not None:
@@ -173,8 +187,7 @@ class LocalAgentServer:
                 4000,
                 "invalid_request_error.beta_api_shape_disabled",
             )
-        auth = headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
+        if not bearer_of(request):
             return (
                 _error(None, "Missing bearer or basic authentication in header"),
                 3000,
@@ -192,11 +205,18 @@ class LocalAgentServer:
             )
         return None
 
+    def _secret_refusal(self, request: Request) -> tuple[dict[str, Any], int, str] | None:
+        """An ephemeral key (``ek_…``) must be one minted here, and not expired."""
+        why = self.secrets.refusal(bearer_of(request))
+        if why is None:
+            return None
+        return _error("invalid_api_key", why), 3000, "invalid_request_error.invalid_api_key"
+
     # ------------------------------------------------------------------ session pump
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        refusal = self._refusal(ws.request)
+        refusal = self._refusal(ws.request) or self._secret_refusal(ws.request)
         if refusal is not None:
             event, code, reason = refusal
             logger.info("local agent refused a connection: %s", reason)
@@ -296,6 +316,27 @@ class LocalAgentServer:
                 await ws.wait_closed()
         self._stalled_sockets.discard(ws)
         ws.transport.abort()
+
+
+def bearer_of(request: Request) -> str:
+    """The key a handshake carries: ``Authorization: Bearer``, or (browsers cannot set
+    headers) the ``openai-insecure-api-key.<key>`` subprotocol; "" when none."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer ") and auth[7:].strip():
+        return auth[7:].strip()
+    for header in request.headers.get_all("Sec-WebSocket-Protocol"):
+        for offered in header.split(","):
+            key = offered.strip().removeprefix("openai-insecure-api-key.")
+            if key != offered.strip() and key:
+                return key
+    return ""
+
+
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """A browser offers ``realtime`` (with its key beside it) and needs it chosen."""
+    return Subprotocol("realtime") if "realtime" in offered else None
 
 
 def _error(code: str | None, message: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from bridge.local_agent.checks import (
     parse_frame,
     unknown_response_key,
 )
-from bridge.local_agent.conversation import Conversation, Events
+from bridge.local_agent.conversation import Conversation, Events, Item
 from bridge.local_agent.input import SAMPLES_PER_MS, InputAudio
 from bridge.local_agent.response import (
     GREETING_TRANSCRIPT,
@@ -52,6 +52,15 @@ from bridge.local_agent.response import (
     schedule,
 )
 from bridge.local_agent.session_config import check_session_update, default_session, merge_session
+from bridge.local_agent.tools import (
+    CallTool,
+    Say,
+    check_output_item,
+    check_tools,
+    function_call_events,
+    plan_response,
+    speak,
+)
 from bridge.local_agent.vad import VadStart
 
 logger = logging.getLogger(__name__)
@@ -94,6 +103,7 @@ class AgentSession:
         self._conversation = Conversation(self._event, self._id)
         self._active: SpokenResponse | None = None
         self._tokens_left = 15_000_000
+        self._answered: set[str] = set()  # items a tool call or spoken output answered
 
     # ------------------------------------------------------------------ public API
 
@@ -174,7 +184,12 @@ class AgentSession:
                 self._speech_item = None
                 return [self._event("input_audio_buffer.cleared")]
             case "conversation.item.create":
-                return self._answer(self._conversation.create(event["item"]), event_id)
+                item = event["item"]
+                if item.get("type") == "function_call_output":
+                    problem = check_output_item(item, self._conversation.items)
+                    if problem:
+                        return [self._error(problem, event_id)]
+                return self._answer(self._conversation.create(item), event_id)
             case "conversation.item.delete":
                 return self._answer(self._conversation.delete(event["item_id"]), event_id)
             case "conversation.item.retrieve":
@@ -186,7 +201,7 @@ class AgentSession:
     def _on_session_update(
         self, update: dict[str, Any], event_id: str | None
     ) -> list[dict[str, Any]]:
-        problem = check_session_update(update)
+        problem = check_session_update(update) or check_tools(update)
         if problem:
             return [self._error(problem, event_id)]
         was_on = self._turn is not None
@@ -288,7 +303,7 @@ class AgentSession:
                 return [self._error(unknown_response_key(key), event_id)]
         if self._active is not None:
             return [self._error(already_responding(self._active.id), event_id)]
-        return self._start_response(now)
+        return self._start_response(now, params)
 
     def _on_response_cancel(
         self, response_id: str | None, event_id: str | None
@@ -298,9 +313,19 @@ class AgentSession:
             return [self._error(NO_ACTIVE_RESPONSE, event_id)]
         return self._finish(r, "cancelled", "client_cancelled")
 
-    def _start_response(self, now: float) -> list[dict[str, Any]]:
-        pcm = self._conversation.take_pending()
-        if pcm is not None:
+    def _start_response(
+        self, now: float, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        items = self._conversation.items
+        last = items[next(reversed(items))] if items else None
+        plan = plan_response(self.config["instructions"], params or {}, last, self._answered)
+        if isinstance(plan, CallTool):
+            self._conversation.take_pending()
+            return self._call_tool(plan)
+        pcm = None if isinstance(plan, Say) else self._conversation.take_pending()
+        if isinstance(plan, Say):
+            pcm, transcript = speak(plan.text), plan.text
+        elif pcm is not None:
             transcript = f"[echo of caller speech {len(pcm) / 48000:.1f} s]"
         else:
             pcm = self.greeting if self.greeting is not None else load_greeting()
@@ -327,6 +352,33 @@ class AgentSession:
         self.audio_sent_ms[item.id] = 0.0
         self.responses[item.id] = r.sent
         return r.opening(self._event, previous)
+
+    def _call_tool(self, plan: CallTool) -> list[dict[str, Any]]:
+        """A response that only calls a tool (see ``bridge.local_agent.tools``)."""
+        previous = self._conversation.last_item_id()
+        item = {
+            "id": self._id("item"),
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "completed",
+            "name": plan.name,
+            "call_id": self._id("call"),
+            "arguments": plan.arguments,
+        }
+        self._conversation.items[item["id"]] = Item(item["id"], "assistant", raw=item)
+        self._answered.add(item["id"])
+        response = {
+            "object": "realtime.response",
+            "id": self._id("resp"),
+            "status_details": None,
+            "conversation_id": "conv_local",
+            "output_modalities": ["audio"],
+            "max_output_tokens": "inf",
+            "audio": {"output": dict(self.config["audio"]["output"])},
+            "usage": None,
+            "metadata": None,
+        }
+        return function_call_events(self._event, response, item, previous)
 
     def _advance(self, now: float) -> list[dict[str, Any]]:
         self.now = max(self.now, now)

@@ -6,6 +6,13 @@ token for its CallSid, then runs the call: ``pump`` turns each frame into a type
 (``bridge.phone.protocol.leg_input``) and hands it to the runner, ``send`` writes the
 Call's commands as Twilio messages. Bad frames are dropped with one log line each (then
 summarised, so a flood cannot flood the log); fatal ones end the call cleanly.
+
+Dead peers: new streams are refused past the per-address connection rate
+(``bridge.guard``); a Twilio socket that sends nothing for ``MEDIA_IDLE_TIMEOUT_S``
+(Twilio sends a frame every 20 ms while the call is up: the socket is half-open) or takes
+longer than ``SEND_TIMEOUT_S`` to accept what we send ends the call and its model session,
+counted in ``Metrics.peers_dropped["twilio"]``; uvicorn's pings (``MEDIA_PING_*``) close a
+socket whose peer stopped answering.
 """
 
 from __future__ import annotations
@@ -14,16 +21,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
+from bridge.guard import connect_allowed
 from bridge.phone.protocol import MediaStream, Start, Stop, leg_input
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
-from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
+from bridge.runner import INTERNAL_ERROR, NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
 from twiml.security import check_stream_token, twilio_ws_signature_ok
 
@@ -32,11 +40,19 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 TRY_AGAIN_LATER = 1013
 LOGGED_BAD_FRAMES = 10
+SEND_TIMEOUT_S = 5.0  # a Twilio socket that takes longer to accept a send is dead
+CLOSE_TIMEOUT_S = 1.0
+# Close codes a stream ends with when its peer vanished rather than closed.
+_LOST = (1005, 1006, 1011)
 
 
 async def twilio_media(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     settings = services.settings
+    address = websocket.client.host if websocket.client else None
+    if not connect_allowed(services, address, "media stream"):
+        await websocket.close(code=TRY_AGAIN_LATER)
+        return
     if not twilio_ws_signature_ok(settings, websocket.headers, "/twilio/media"):
         logger.warning("media stream refused: bad or missing X-Twilio-Signature on handshake")
         await websocket.close(code=POLICY_VIOLATION)
@@ -93,6 +109,9 @@ class TwilioLeg:
         self.call_sid = "-"
         self.bad_frames = 0
         self.closed = False
+        self.idle_s = services.settings.media_idle_timeout_s
+        self._deadline: asyncio.Timeout | None = None  # the pump's idle deadline
+        self._stopped_reading = False
 
     async def wait_for_start(self) -> Start | None:
         """Read until ``start``; None (and the socket closed) if it never comes."""
@@ -129,13 +148,36 @@ class TwilioLeg:
         ``protocol.py``: the shell only moves frames; ``MediaStream`` decides what they are.
         """
         clock = runner.clock
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(loop.time() + self.idle_s) as self._deadline:
+                return await self._pump(runner, clock, loop)
+        except TimeoutError:
+            if self._deadline is None or not self._deadline.expired():
+                raise  # not ours
+            self.services.metrics.peers_dropped["twilio"] += 1
+            reason = (
+                "twilio stopped reading"
+                if self._stopped_reading
+                else f"twilio sent nothing for {self.idle_s:g} s"
+            )
+            logger.warning("call %s: %s: ending the call", self.call_sid, reason)
+            return Ending(reason, INTERNAL_ERROR)
+
+    async def _pump(
+        self, runner: CallRunner, clock: Callable[[], float], loop: asyncio.AbstractEventLoop
+    ) -> Ending:
+        assert self._deadline is not None
         while True:
             try:
                 message = await self.websocket.receive()
             except (WebSocketDisconnect, RuntimeError):
                 return Ending("twilio closed the stream")
             if message["type"] == "websocket.disconnect":
+                if message.get("code") in _LOST:
+                    self.services.metrics.peers_dropped["twilio"] += 1
                 return Ending("twilio closed the stream")
+            self._deadline.reschedule(loop.time() + self.idle_s)
             now = clock()
             try:
                 event = self.stream.receive(_payload(message))
@@ -148,21 +190,27 @@ class TwilioLeg:
                 return ending
 
     async def send(self, outs: list[PhoneOut]) -> None:
-        if self.closed:
+        if self.closed or self._stopped_reading:
             return
         stream = self.stream
         try:
-            for out in outs:
-                match out:
-                    case SendAudio(payload=payload):
-                        await self.websocket.send_text(stream.media(payload))
-                    case SendMark(name=name):
-                        await self.websocket.send_text(stream.mark(name))
-                    case ClearPlayback():
-                        await self.websocket.send_text(stream.clear())
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                for out in outs:
+                    match out:
+                        case SendAudio(payload=payload):
+                            await self.websocket.send_text(stream.media(payload))
+                        case SendMark(name=name):
+                            await self.websocket.send_text(stream.mark(name))
+                        case ClearPlayback():
+                            await self.websocket.send_text(stream.clear())
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The socket is gone; the reader sees the disconnect and ends the call.
             self.closed = True
+        except TimeoutError:
+            # Twilio stopped reading: end the call now (the pump's deadline fires).
+            self._stopped_reading = True
+            if self._deadline is not None:
+                self._deadline.reschedule(asyncio.get_running_loop().time())
 
     async def close(self, reason: str, code: int = NORMAL) -> None:
         if self.closed:
@@ -170,10 +218,11 @@ class TwilioLeg:
         self.closed = True
         logger.info("call %s: closing media stream: %s", self.call_sid, reason)
         # Already gone is fine. A close reason must fit in 123 bytes.
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await self.websocket.close(
-                code=code, reason=reason.encode()[:120].decode("utf-8", "ignore")
-            )
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # a deaf peer never takes it
+                await self.websocket.close(
+                    code=code, reason=reason.encode()[:120].decode("utf-8", "ignore")
+                )
 
     def _bad_frame(self, exc: PhoneProtocolError) -> bool:
         """Log a rejected frame (flood-proof); True when the call must end."""

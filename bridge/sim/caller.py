@@ -81,6 +81,7 @@ async def simulate_call(
     tail_s: float = 2.0,
     hangup_after_s: float | None = None,
     on_event: EventCallback | None = None,
+    dtmf: list[tuple[float, str]] | None = None,
 ) -> CallResult:
     """Place one simulated inbound call against the bridge at ``base_url``.
 
@@ -90,6 +91,7 @@ async def simulate_call(
     closes the socket. ``public_url`` is the URL Twilio would call (signatures are made
     over it; the stream URL's public host is redirected to ``base_url``).
     ``on_event`` is called with each TimelineEvent as it happens (may be async).
+    ``dtmf``: keypad presses, ``(seconds into the stream, digit)``.
     Raises WebhookRejected / StreamRejected when the call cannot be set up.
     """
     audio = load_caller_audio(caller_wav)
@@ -100,6 +102,7 @@ async def simulate_call(
         call_sid=call_sid or new_sid("CA"),
         on_event=on_event,
     )
+    call.keys = sorted(dtmf or [])
     return await call.run(base_url, public_url, auth_token, from_, to)
 
 
@@ -149,6 +152,7 @@ class _Call:
         self.parameters: dict[str, str] = {}
         self.callbacks: list[asyncio.Future[Any]] = []
         self.sent_frames = 0
+        self.keys: list[tuple[float, str]] = []  # keypad presses still to send
 
     # -- setup -----------------------------------------------------------------------
 
@@ -229,6 +233,12 @@ class _Call:
                 while caller_events and caller_events[0].t < k * FRAME_S:
                     event = caller_events.pop(0)
                     self._event(event.t, event.kind)
+                while self.keys and self.keys[0][0] <= k * FRAME_S:
+                    t, digit = self.keys.pop(0)
+                    await ws.send(
+                        messages.dtmf(self._next_seq(), stream_sid=self.stream_sid, digit=digit)
+                    )
+                    self._event(t, "dtmf", digit)
             self._play(loop.time())
             await self._flush_outbox(ws)
             if k >= self.frames or self.closed:

@@ -80,3 +80,15 @@ def stop(seq: int, *, stream_sid: str, account_sid: str, call_sid: str) -> str:
             "stop": {"accountSid": account_sid, "callSid": call_sid},
         }
     )
+
+
+def dtmf(seq: int, *, stream_sid: str, digit: str) -> str:
+    """A keypad press, as Twilio sends it on a bidirectional stream."""
+    return _dumps(
+        {
+            "event": "dtmf",
+            "streamSid": stream_sid,
+            "sequenceNumber": str(seq),
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+    )

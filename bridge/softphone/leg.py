@@ -11,7 +11,9 @@ pacing and transcripts; this module owns only the session's limits:
   a second, equal allowance so a flood of audio cannot crowd them out;
 * what we send waits in the transport's queue: when a slow browser lets it pass
   ``max_backlog`` packets, agent audio is dropped and counted. Marks and ``clear`` still
-  go, so playout accounting keeps moving and barge-in still works;
+  go, so playout accounting keeps moving and barge-in still works; a browser that stays
+  past it for ``SLOW_BROWSER_S`` has stopped reading: its call ends, counted in
+  ``Metrics.peers_dropped["browser"]``;
 * a session in which nobody speaks, types or is spoken to for ``idle_timeout_s`` ends.
 
 It never imports socketio: the server hands it ``emit``/``disconnect`` callables.
@@ -40,6 +42,7 @@ Emit = Callable[[str, Any], Awaitable[None]]
 # Call events that mean someone is talking or typing (the idle timer restarts).
 _ACTIVITY = frozenset({"speech_started", "speech_stopped", "user_text", "barge_in"})
 HUNG_UP = HANGUP_REASON
+SLOW_BROWSER_S = 10.0  # past the backlog this long: the browser stopped reading
 
 
 class SoftphoneLeg:
@@ -76,6 +79,7 @@ class SoftphoneLeg:
         self._writer: asyncio.Task[None] | None = None
         self._item_id: str | None = None
         self.items_sent: deque[str] = deque(maxlen=32)  # recent agent items (diagnostics)
+        self._slow_since: float | None = None  # when the backlog went past its limit
         self.connected = True  # the browser is still there
         self.closed = False
         self.reason: str | None = None
@@ -164,14 +168,16 @@ class SoftphoneLeg:
                     item_id = self._item_of_next_mark(outs, i) or self._item_id
                     if self._backlog() > self.max_backlog:
                         self._drop_audio()
+                        self._too_slow()
                         continue
-                    await self._emit("audio", audio_out(payload, self.sample_rate, item_id))
+                    self._slow_since = None
+                    await self._send_audio(payload, item_id)
                 case SendMark(name=name):
                     item_id = item_of_mark(name)
                     if item_id and item_id != self._item_id:
                         self._item_id = item_id
                         self.items_sent.append(item_id)
-                    await self._emit("mark", {"name": name})
+                    await self._send_mark(name)
                 case ClearPlayback():
                     await self._emit("clear", {})
 
@@ -254,6 +260,22 @@ class SoftphoneLeg:
             if isinstance(later, SendMark):
                 return item_of_mark(later.name)
         return None
+
+    async def _send_audio(self, payload: bytes, item_id: str | None) -> None:
+        """One chunk of agent audio on the wire (a leg with another wire format overrides)."""
+        await self._emit("audio", audio_out(payload, self.sample_rate, item_id))
+
+    async def _send_mark(self, name: str) -> None:
+        await self._emit("mark", {"name": name})
+
+    def _too_slow(self) -> None:
+        now = self._clock()
+        if self._slow_since is None:
+            self._slow_since = now
+        elif now - self._slow_since > SLOW_BROWSER_S and self._end is None:
+            self.metrics.peers_dropped["browser"] += 1
+            logger.warning("softphone %s: browser stopped reading; ending", self.session_id)
+            self._stop(HangUp("browser stopped reading"))
 
     def _drop_audio(self) -> None:
         self.dropped_audio += 1

@@ -28,7 +28,10 @@ Server → client::
 
 Connect parameters come from the Socket.IO ``auth`` object, or the query string:
 ``agentId`` (optional: the default agent), ``sample_rate`` (16000, 24000 or 48000;
-default 24000) and ``token`` (required when ``SOFTPHONE_TOKEN`` is set). A refusal
+default 24000), ``token`` (required when ``SOFTPHONE_TOKEN`` is set; an
+``Authorization: Bearer`` header also works) and ``resume`` (an id the client picks at
+random and sends each time it connects: a connection that drops is then taken up again
+within ``SOCKETIO_RESUME_GRACE_S``; the ``connected`` status echoes it). A refusal
 carries ``{message, data: {code}}``, which the page shows.
 """
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +65,12 @@ __all__ = [
     "TextIn",
     "allowed_origin",
     "audio_out",
+    "check_token",
+    "connect_fields",
     "leg_input",
     "parse_client_event",
     "parse_connect",
+    "resume_id",
 ]
 
 NAMESPACE = "/softphone"
@@ -89,28 +96,13 @@ class Refused(Exception):
 class ConnectParams:
     agent: Agent
     sample_rate: int
+    resume: str | None = None  # the client's resume id (bridge.softphone.resume)
 
 
 def parse_connect(auth: object, query_string: str, settings: Settings) -> ConnectParams:
     """Check the token and pick the agent and rate; raise ``Refused`` with a reason."""
-    params = _connect_fields(auth, query_string)
-    expected = settings.softphone_token
-    if not expected and not settings.uses_local_agent:
-        # Without a token, anyone who finds the URL would talk to the model on our key.
-        raise Refused(
-            "disabled",
-            "the softphone is off: set SOFTPHONE_TOKEN on the server "
-            "to use it with the OpenAI Realtime API",
-        )
-    if expected:
-        token = params.get("token", "")
-        if not token:
-            raise Refused("unauthorized", "this softphone needs an access token")
-        # surrogatepass: a JSON "\ud800" escape in auth must be refused, not crash encode().
-        if not hmac.compare_digest(
-            token.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-        ):
-            raise Refused("unauthorized", "the access token is not valid")
+    params = connect_fields(auth, query_string)
+    check_token(params.get("token", ""), settings)
     name = params.get("agentId") or settings.default_agent
     agent = settings.agent(name)
     if agent is None:
@@ -122,18 +114,58 @@ def parse_connect(auth: object, query_string: str, settings: Settings) -> Connec
         rate = 0
     if rate not in RATES:
         raise Refused("bad_sample_rate", f"sample_rate must be one of {', '.join(map(str, RATES))}")
-    return ConnectParams(agent, rate)
+    return ConnectParams(agent, rate, resume_id(params))
 
 
-def _connect_fields(auth: object, query_string: str) -> dict[str, str]:
+def check_token(token: str, settings: Settings) -> None:
+    """Refuse unless ``token`` is ``SOFTPHONE_TOKEN`` (or none is needed: local agent)."""
+    expected = settings.softphone_token
+    if not expected and not settings.uses_local_agent:
+        # Without a token, anyone who finds the URL would talk to the model on our key.
+        raise Refused(
+            "disabled",
+            "the softphone is off: set SOFTPHONE_TOKEN on the server "
+            "to use it with the OpenAI Realtime API",
+        )
+    if expected:
+        if not token:
+            raise Refused("unauthorized", "this softphone needs an access token")
+        # surrogatepass: a JSON "\ud800" escape in auth must be refused, not crash encode().
+        if not hmac.compare_digest(
+            token.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+        ):
+            raise Refused("unauthorized", "the access token is not valid")
+
+
+CONNECT_KEYS = ("agentId", "sample_rate", "token", "resume")
+_RESUME_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def resume_id(fields: Mapping[str, str]) -> str | None:
+    """The client's resume id (None: it asked for none); ``Refused`` if it is malformed.
+
+    The client picks it (at random: it is the key to its session) and sends the same one
+    each time it connects, as Socket.IO clients do with their ``auth`` when they reconnect.
+    """
+    value = fields.get("resume")
+    if not value:
+        return None
+    if not _RESUME_ID.fullmatch(value):
+        raise Refused("bad_resume", "resume must be 16 to 64 letters, digits, '-' or '_'")
+    return value
+
+
+def connect_fields(
+    auth: object, query_string: str, keys: Iterable[str] = CONNECT_KEYS
+) -> dict[str, str]:
     """Connect fields as text; ``auth`` wins over the query string."""
     fields: dict[str, str] = {}
     query = parse_qs(query_string or "", keep_blank_values=False)
-    for key in ("agentId", "sample_rate", "token"):
+    for key in keys:
         if key in query:
             fields[key] = query[key][0]
     if isinstance(auth, Mapping):
-        for key in ("agentId", "sample_rate", "token"):
+        for key in keys:
             value = auth.get(key)
             if isinstance(value, str | int) and not isinstance(value, bool):
                 fields[key] = str(value)

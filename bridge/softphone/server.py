@@ -11,7 +11,10 @@ Each connection to the ``/softphone`` namespace is one ``Call`` on the shared co
 * origin: the page's own origin, plus those listed in ``SOFTPHONE_ALLOWED_ORIGINS``
   (never ``*`` unless listed). Checked at connect so the refusal carries a reason the page
   can show; long-polling from a refused origin also gets no CORS headers;
-* ``SOFTPHONE_TOKEN``, when set, must come with the connect ``auth`` (or query);
+* ``SOFTPHONE_TOKEN``, when set, must come with the connect ``auth`` (or query, or an
+  ``Authorization: Bearer`` header); both checks are ``bridge.softphone.admission``'s;
+* a connection that drops may be resumed within ``SOCKETIO_RESUME_GRACE_S``
+  (``bridge.softphone.resume``): the ``connected`` status carries the resume id;
 * ``SOFTPHONE_MAX_SESSIONS`` live sessions (and the bridge-wide ``MAX_CALLS``);
 * message size: ``MAX_MESSAGE_BYTES`` per audio message (dropped with an ``error``), and a
   hard transport limit of four times that (the connection is cut);
@@ -25,14 +28,16 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
 from engineio.payload import Payload
 
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError
+from bridge.guard import connect_allowed
 from bridge.services import Services
+from bridge.softphone.admission import origin_ok, with_bearer
 from bridge.softphone.leg import SoftphoneLeg
 from bridge.softphone.pages import PagesApp
 from bridge.softphone.protocol import (
@@ -42,12 +47,14 @@ from bridge.softphone.protocol import (
     HangupIn,
     Refused,
     TextIn,
-    allowed_origin,
     error_payload,
-    origin_of,
     parse_client_event,
     parse_connect,
 )
+from bridge.softphone.resume import Link, Sessions
+
+if TYPE_CHECKING:
+    from bridge.chat.gateway import ChatGateway
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,8 @@ Payload.max_decode_packets = max(Payload.max_decode_packets, 512)
 class _Session:
     leg: SoftphoneLeg
     call: Call
+    link: Link
+    resume_id: str | None = None
     task: asyncio.Task[None] | None = None
     bad_messages: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -79,7 +88,9 @@ class Softphone:
     def __init__(self, services: Services) -> None:
         self.services = services
         settings = services.settings
-        self.sessions: dict[str, _Session] = {}
+        self.live: Sessions[_Session] = Sessions(settings.socketio_resume_grace_s)
+        self.chat: ChatGateway | None = None  # /chat/v1 on the same server (with_softphone)
+        self.proxy: Any = None  # the raw Realtime proxy on "/" (bridge.proxy.namespace)
         self.refused = 0  # connections refused since start (logged flood-proof)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -103,28 +114,13 @@ class Softphone:
 
     # ------------------------------------------------------------------ admission
 
-    def _same_origins(self, environ: dict[str, Any]) -> list[str]:
-        scope = environ.get("asgi.scope", {})
-        scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme"), scope.get("scheme"))
-        origins = []
-        for host in (environ.get("HTTP_HOST"), environ.get("HTTP_X_FORWARDED_HOST")):
-            if host:
-                host = host.split(",")[0].strip()
-                origins.append(f"{scheme or 'http'}://{host}")
-                forwarded = environ.get("HTTP_X_FORWARDED_PROTO")
-                if forwarded:
-                    origins.append(f"{forwarded.split(',')[0].strip()}://{host}")
-        public = self.services.settings.public_url
-        if public and (public_origin := origin_of(public)):
-            origins.append(public_origin)
-        return origins
+    @property
+    def sessions(self) -> dict[str, _Session]:
+        """The sessions attached to a connection, by its id."""
+        return self.live.by_sid()
 
     def _origin_ok(self, environ: dict[str, Any]) -> bool:
-        return allowed_origin(
-            environ.get("HTTP_ORIGIN"),
-            configured=self.services.settings.softphone_allowed_origins,
-            same_origin=self._same_origins(environ),
-        )
+        return origin_ok(environ, self.services.settings)
 
     def _transport_origin_ok(self, origin: str | None, environ: dict[str, Any]) -> bool:
         if environ.get("asgi.scope", {}).get("type") == "websocket":
@@ -142,8 +138,14 @@ class Softphone:
                 "origin_not_allowed",
                 f"pages from {origin} may not use this softphone (see SOFTPHONE_ALLOWED_ORIGINS)",
             )
-        params = parse_connect(auth, environ.get("QUERY_STRING", ""), settings)
-        if len(self.sessions) >= settings.softphone_max_sessions or services.at_capacity:
+        client = environ.get("asgi.scope", {}).get("client") or ("?",)
+        if not connect_allowed(services, str(client[0]), "softphone connection"):
+            raise Refused("rate_limited", "too many new connections; try again shortly")
+        query = environ.get("QUERY_STRING", "")
+        params = parse_connect(with_bearer(auth, environ), query, settings)
+        if self.live.known(params.resume):
+            return params  # its call is running already
+        if len(self.live) >= settings.softphone_max_sessions or services.at_capacity:
             raise Refused("busy", "all lines are busy; try again later")
         return params
 
@@ -162,19 +164,23 @@ class Softphone:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}
             ) from None
+        if (resumed := self.live.resume(params.resume, sid)) is not None:
+            await self._resumed(sid, *resumed)
+            return
         settings = self.services.settings
         rate = params.sample_rate
         call_sid = "SP" + secrets.token_hex(16)
+        link = Link(self.sio, NAMESPACE, sid)
         leg = SoftphoneLeg(
-            self._emitter(sid),
-            self._disconnector(sid),
+            link.emit,
+            link.disconnect,
             session_id=call_sid,
             sample_rate=rate,
             metrics=self.services.metrics,
             idle_timeout_s=settings.softphone_idle_timeout_s,
             max_inbox=MAX_INBOX,
             max_backlog=MAX_BACKLOG_PACKETS,
-            backlog=self._backlog_of(sid),
+            backlog=link.backlog,
         )
         call = Call.for_leg(
             agent=params.agent,
@@ -184,42 +190,65 @@ class Softphone:
             lead_ms=settings.playout_lead_ms,
             now=time.monotonic(),
         )
-        session = _Session(leg, call)
-        self.sessions[sid] = session
+        session = _Session(leg, call, link)
+        session.resume_id = params.resume
+        self.live.add(
+            sid,
+            session,
+            link,
+            resume_id=params.resume,
+            on_detach=lambda: self._detached(session),
+            on_expire=leg.disconnected,
+        )
         # Runs after this handler returns, so the client has its CONNECT before any event.
-        session.task = asyncio.create_task(self._run(sid, session), name=f"softphone {call_sid}")
+        session.task = asyncio.create_task(self._run(session), name=f"softphone {call_sid}")
         logger.info(
             "softphone %s: connected (agent %s, %d Hz, %d live sessions)",
             call_sid,
             params.agent.name,
             rate,
-            len(self.sessions),
+            len(self.live),
         )
 
-    async def _run(self, sid: str, session: _Session) -> None:
+    def _connected(self, session: _Session) -> dict[str, Any]:
+        return {
+            "state": "connected",
+            "session": session.call.call_sid,
+            "agent": session.call.agent.name,
+            "sample_rate": session.leg.sample_rate,
+            "resume": session.resume_id,
+        }
+
+    async def _resumed(self, sid: str, session: _Session, old_sid: str | None) -> None:
+        """A client took its session up again on connection ``sid``."""
+        logger.info("softphone %s: resumed on a new connection", session.call.call_sid)
+        if old_sid is not None:
+            await self.sio.disconnect(old_sid, namespace=NAMESPACE)
+        await session.link.emit("status", {**self._connected(session), "resumed": True})
+        if session.call.model_ready:
+            await session.link.emit(
+                "status", {"state": "agent-ready", "agent": session.call.agent.name}
+            )
+
+    @staticmethod
+    def _detached(session: _Session) -> None:
+        """The connection dropped: stop the agent's speech nobody hears (truncated there)."""
+        if session.call.playout.active:
+            session.leg.offer(ClearIn())
+
+    async def _run(self, session: _Session) -> None:
         call, leg = session.call, session.leg
         try:
-            await self._emit(
-                sid,
-                "status",
-                {
-                    "state": "connected",
-                    "session": call.call_sid,
-                    "agent": call.agent.name,
-                    "sample_rate": leg.sample_rate,
-                },
-            )
+            await session.link.emit("status", self._connected(session))
             await self.services.run_call(call, leg, leg_name="softphone", observers=[leg.observe])
         except Exception:
             logger.exception("softphone %s: session failed", call.call_sid)
             await leg.close("internal error")
         finally:
-            self.sessions.pop(sid, None)
+            self.live.ended(session)
 
     async def _on_disconnect(self, sid: str, reason: object = None) -> None:
-        session = self.sessions.get(sid)
-        if session is not None:
-            session.leg.disconnected(str(reason or "closed"))
+        self.live.lost(sid, str(reason or "closed"))
 
     # ------------------------------------------------------------------ client events
 
@@ -233,7 +262,7 @@ class Softphone:
         return await self._on_event(event, sid, data) or {}
 
     async def _on_event(self, event: str, sid: str, data: object) -> dict[str, Any] | None:
-        session = self.sessions.get(sid)
+        session = self.live.get(sid)
         if session is None:
             return {"ok": False, "error": {"code": "not_connected", "message": "no call"}}
         leg = session.leg
@@ -278,29 +307,6 @@ class Softphone:
     async def _emit(self, sid: str, event: str, data: Any) -> None:
         await self.sio.emit(event, data, to=sid, namespace=NAMESPACE)
 
-    def _emitter(self, sid: str) -> Any:
-        async def emit(event: str, data: Any) -> None:
-            await self._emit(sid, event, data)
-
-        return emit
-
-    def _disconnector(self, sid: str) -> Any:
-        async def disconnect() -> None:
-            await self.sio.disconnect(sid, namespace=NAMESPACE)
-
-        return disconnect
-
-    def _backlog_of(self, sid: str) -> Any:
-        """Packets queued in Engine.IO for this browser (what a slow reader piles up)."""
-
-        def backlog() -> int:
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-            socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
-            queue = getattr(socket, "queue", None)
-            return queue.qsize() if queue is not None else 0
-
-        return backlog
-
 
 class SoftphoneApp(socketio.ASGIApp):  # type: ignore[misc]
     """The bridge's ASGI app with the softphone in front; ``.softphone`` for tests."""
@@ -313,4 +319,12 @@ class SoftphoneApp(socketio.ASGIApp):  # type: ignore[misc]
 def with_softphone(app: Any, services: Services) -> SoftphoneApp:
     """Wrap ``app``: Socket.IO at /socket.io/, the page at /softphone, the rest to ``app``."""
     softphone = Softphone(services)
+    # The /chat/v1 gateway shares this server; imported here as it builds on this package.
+    from bridge.chat.gateway import ChatGateway
+
+    softphone.chat = ChatGateway(softphone.sio, services)
+    # The raw Realtime proxy takes the default namespace "/" of the same server.
+    from bridge.proxy.namespace import RealtimeProxy
+
+    softphone.proxy = RealtimeProxy(softphone.sio, services)
     return SoftphoneApp(softphone, PagesApp(services.settings, other_asgi_app=app))

@@ -199,6 +199,68 @@ class RecordStore:
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def latest_turns(self, *, id_prefix: str, leg: str, limit: int) -> list[Turn]:
+        """The latest ``limit`` turns of the calls of ``leg`` whose id starts with
+        ``id_prefix`` (one conversation over several calls), oldest first."""
+        if limit <= 0:
+            return []
+        query = (
+            turns.select()
+            .join(calls, calls.c.id == turns.c.call_id)
+            .where(calls.c.leg == leg, calls.c.id.startswith(id_prefix, autoescape=True))
+            .order_by(calls.c.started_at.desc(), turns.c.seq.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = [turn_from_row(row._mapping) for row in await conn.execute(query)]
+        return rows[::-1]
+
+    async def page_calls(
+        self,
+        *,
+        before: tuple[datetime, str] | None = None,
+        agent: str | None = None,
+        leg: str | None = None,
+        limit: int = 50,
+    ) -> list[CallRecord]:
+        """Up to ``limit`` calls older than ``before`` (``(started_at, id)`` of the last
+        call of the previous page), newest first, without their turns.
+
+        Keyset paging: a page stays right while new calls are being written.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be within 1..{MAX_PAGE}")
+        where = _filters(None, None, agent, leg, None)
+        if before is not None:
+            at, call_id = before
+            where.append(
+                sa.or_(
+                    calls.c.started_at < at,
+                    sa.and_(calls.c.started_at == at, calls.c.id < call_id),
+                )
+            )
+        query = (
+            calls.select()
+            .where(*where)
+            .order_by(calls.c.started_at.desc(), calls.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = [row._mapping for row in await conn.execute(query)]
+        return [record_from_row(row, ()) for row in rows]
+
+    async def turn_counts(self, call_ids: Sequence[str]) -> dict[str, int]:
+        """How many turns each of ``call_ids`` has (calls with none are left out)."""
+        if not call_ids:
+            return {}
+        query = (
+            sa.select(turns.c.call_id, sa.func.count())
+            .where(turns.c.call_id.in_(call_ids))
+            .group_by(turns.c.call_id)
+        )
+        async with self.engine.connect() as conn:
+            return {row[0]: int(row[1]) for row in await conn.execute(query)}
+
     # ------------------------------------------------------------------ internals
 
     def _writing(self) -> _Writing:

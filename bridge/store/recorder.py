@@ -44,6 +44,7 @@ from bridge.store.records import (
     BargeInRecord,
     CallRecord,
     Direction,
+    ResponseLatency,
     Role,
     TokenUsage,
     ToolCallRecord,
@@ -133,6 +134,7 @@ class CallRecorder:
         self._last_t = 0.0
         self._closed: tuple[float, str] | None = None
         self._finished: CallRecord | None = None
+        self._latencies: list[ResponseLatency] = []
 
     @classmethod
     def for_call(
@@ -294,6 +296,11 @@ class CallRecorder:
         self._add_turn(draft)
         return draft
 
+    def answered(self, t: float, ms: float) -> None:
+        """An answer's first audio reached the caller at ``t``, ``ms`` after they stopped."""
+        if len(self._latencies) < MAX_TURNS and ms >= 0:
+            self._latencies.append(ResponseLatency(self._wall(t), ms))
+
     # ------------------------------------------------------------------ output
 
     @property
@@ -326,6 +333,7 @@ class CallRecorder:
             dtmf="".join(self._dtmf),
             usage=self._usage,
             reconnects=max(self._connects - 1, 0),
+            latencies=tuple(self._latencies),
         )
 
     def finish(self, *, ended_at: datetime | None = None, reason: str | None = None) -> CallRecord:

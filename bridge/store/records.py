@@ -1,7 +1,8 @@
 """Call records: what one call was, as frozen, self-checking data.
 
 Sans-I/O: no asyncio, no database, no clock. Owns the record types (``CallRecord`` with
-its ``Turn``s, ``BargeInRecord``s, ``ToolCallRecord``s and ``TokenUsage``) and
+its ``Turn``s, ``BargeInRecord``s, ``ToolCallRecord``s, ``ResponseLatency``s and
+``TokenUsage``) and
 ``truncate_text``, the agent's words cut to what the caller heard. Times are wall-clock
 UTC and must be timezone-aware; phone numbers are stored masked.
 
@@ -74,6 +75,20 @@ class ToolCallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseLatency:
+    """One answer: the caller stopped speaking, and ``ms`` later, at ``at``, the first
+    agent audio of the answer was handed to the caller."""
+
+    at: datetime
+    ms: float
+
+    def __post_init__(self) -> None:
+        check_aware("at", self.at)
+        if self.ms < 0:
+            raise ValueError("ms must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Tokens summed over the call's ``response.done`` events."""
 
@@ -125,6 +140,7 @@ class CallRecord:
     dtmf: str = ""
     usage: TokenUsage = field(default_factory=TokenUsage)
     reconnects: int = 0
+    latencies: tuple[ResponseLatency, ...] = ()  # per-turn response latency, in order
 
     def __post_init__(self) -> None:
         if not self.id:

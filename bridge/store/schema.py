@@ -23,6 +23,7 @@ from bridge.store.records import (
     ROLES,
     BargeInRecord,
     CallRecord,
+    ResponseLatency,
     TokenUsage,
     ToolCallRecord,
     Turn,
@@ -73,6 +74,7 @@ calls = sa.Table(
     sa.Column("reconnects", sa.Integer(), nullable=False),
     sa.Column("barge_ins", sa.JSON(), nullable=False),
     sa.Column("tool_calls", sa.JSON(), nullable=False),
+    sa.Column("latencies", sa.JSON(), nullable=True),  # since 0002; NULL in older rows
     sa.Index("ix_call_records_started_at", "started_at"),
     sa.Index("ix_call_records_agent_started_at", "agent", "started_at"),
 )
@@ -125,6 +127,7 @@ def call_row(record: CallRecord) -> dict[str, Any]:
             }
             for c in record.tool_calls
         ],
+        "latencies": [{"at": x.at.isoformat(), "ms": x.ms} for x in record.latencies],
     }
 
 
@@ -172,6 +175,10 @@ def record_from_row(row: RowMapping, call_turns: Sequence[Turn]) -> CallRecord:
         dtmf=row["dtmf"],
         usage=TokenUsage(row["input_tokens"], row["output_tokens"], row["total_tokens"]),
         reconnects=row["reconnects"],
+        latencies=tuple(
+            ResponseLatency(datetime.fromisoformat(x["at"]), float(x["ms"]))
+            for x in row["latencies"] or ()
+        ),
     )
 
 

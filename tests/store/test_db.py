@@ -81,7 +81,7 @@ def test_migrations_create_the_schema_in_an_empty_database(db_url):
         async with store:
             assert await store.schema_revision() is None
             await store.migrate()
-            assert await store.schema_revision() == "0001"
+            assert await store.schema_revision() == "0002"
             await store.migrate()  # a second start-up changes nothing
             async with store.engine.connect() as conn:
                 tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
@@ -96,7 +96,7 @@ def test_workers_starting_together_migrate_once(db_url):
     async def main() -> None:
         stores = await asyncio.gather(*(open_store(db_url) for _ in range(3)))
         for store in stores:
-            assert await store.schema_revision() == "0001"
+            assert await store.schema_revision() == "0002"
             await store.close()
 
     run(main())

@@ -230,10 +230,21 @@
       path: "/socket.io/",
       transports: ["websocket", "polling"],
       tryAllTransports: true, // WebSocket first, long-polling when it cannot connect
-      reconnection: false, // a dropped call is not silently redialled
+      // A dropped connection comes back to the same call (the server keeps it for
+      // SOCKETIO_RESUME_GRACE_S, 10 s by default): the resume id is sent on every connect.
+      reconnection: true,
+      reconnectionAttempts: 5,
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 2000,
       timeout: 10000,
-      auth: { agentId: agentId(), sample_rate: rate, token: ui.token.value || undefined },
+      auth: {
+        agentId: agentId(),
+        sample_rate: rate,
+        token: ui.token.value || undefined,
+        resume: crypto.randomUUID().replaceAll("-", ""),
+      },
     });
+    socket.io.on("reconnect_failed", () => end("The connection was lost and could not be restored."));
     call = { socket, stream, ...audio, rate, ended: false, streaming: false, muted: false,
              bufferedMs: 0 };
     wire(call);
@@ -262,6 +273,7 @@
     socket.on("status", (msg) => {
       if (msg.state === "connected") {
         c.streaming = true;
+        c.reconnecting = false;
         ui.session.textContent = msg.session ? msg.session.slice(0, 10) : "–";
         setState("connected", "Connected");
       } else if (msg.state === "agent-ready") {
@@ -285,6 +297,7 @@
       if (msg && msg.message) showAlert(`The bridge dropped a message: ${msg.message}`);
     });
     socket.on("connect_error", (err) => {
+      if (c.reconnecting && !(err.data && err.data.code)) return; // the next attempt follows
       if (err.data && err.data.code) {
         end(`The call was refused: ${err.message}.`);
       } else {
@@ -292,7 +305,11 @@
       }
     });
     socket.on("disconnect", (reason) => {
-      if (!c.ended) {
+      if (!c.ended && socket.active) { // lost, not closed: socket.io reconnects
+        c.reconnecting = true;
+        c.streaming = false;
+        setState("connecting", "Reconnecting…");
+      } else if (!c.ended) {
         end(reason === "io client disconnect" ? "Call ended." : `The connection was lost (${reason}).`,
             reason === "io client disconnect" ? "info" : "error");
       }
