@@ -29,11 +29,11 @@ from collections import deque
 from collections.abc import Collection
 from typing import Any
 
+from bridge.agents import Agent
 from bridge.ai import events as rt
 from bridge.ai.reconnect import log_model_error
 from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Uplink
 from bridge.barge_in import LocalBargeIn, leg_level_dbfs
-from bridge.config import Agent
 from bridge.conversation import HISTORY_ITEMS, HOLD_MS, Conversation, HeldAudio, Turn, comfort_noise
 from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
 from bridge.recent import Recent

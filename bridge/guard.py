@@ -14,8 +14,8 @@ import contextlib
 import logging
 import time
 
+from bridge.agents import Agent
 from bridge.ai.client import close_quietly
-from bridge.config import Agent
 from bridge.privacy import mask_number
 from bridge.services import Services
 from twiml.fallback import BUSY_TWIML, fallback_twiml

@@ -11,10 +11,10 @@ import pytest
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
+from bridge.agents import Agent
 from bridge.ai import events as rt
 from bridge.audio.transcode import Uplink
 from bridge.call import Call
-from bridge.config import Agent
 from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
 from bridge.sim.far_end import FarEnd
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import DEFAULT_GREETING, Settings
+from bridge.agents import DEFAULT_GREETING
+from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.sim.caller import simulate_call
 from tests.e2e import rig, run_undisturbed, silence

@@ -9,10 +9,11 @@ import numpy as np
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
+from bridge.agents import Agent
 from bridge.audio.resample import resample_offline
 from bridge.audio.wav import read_wav
 from bridge.call import Call, CallEvent
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.sim.caller import simulate_call
 from bridge.sim.result import CallResult, ClearRecord
 from tests.e2e import (

@@ -13,9 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from bridge.agents import Agent
 from bridge.app import create_app
 from bridge.call import Call, CallEvent
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.metrics import MODEL_ERROR_CODES, Histogram, Metrics
 from bridge.phone.protocol import HANGUP_REASON as PHONE_HANGUP
 from bridge.runner import INTERNAL_ERROR, Ending

@@ -11,8 +11,9 @@ from collections import Counter
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.agents import Agent
 from bridge.call import Call, CallEvent
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.sim.caller import simulate_call
 from bridge.store.db import open_store
 from tests.e2e import PATIENCE_S, fixture, match_through_gaps, rig, run_undisturbed, until

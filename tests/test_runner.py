@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.agents import Agent
 from bridge.audio.transcode import Uplink
 from bridge.call import Call, CallEvent
-from bridge.config import Agent
 from bridge.inputs import CallerAudio, Dtmf, HangUp, Interrupt, TextInput
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, Playout, SendAudio

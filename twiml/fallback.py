@@ -24,7 +24,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from twiml.security import SIGNATURE_HEADER, validate_twilio_signature
 from twiml.voice import _CALL_SID, AFTER_PATH, _clip, _read_form
 

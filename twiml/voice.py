@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.privacy import mask_number
 from twiml.security import (

@@ -22,8 +22,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.agents import Agent
 from bridge.audio.formats import MODEL_RATE
-from bridge.config import Agent
 from bridge.errors import RealtimeProtocolError
 from bridge.tools.spec import declarations, trigger_lines
 

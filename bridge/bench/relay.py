@@ -29,9 +29,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from bridge.agents import Agent
 from bridge.ai import events as rt
 from bridge.ai.client import connect_realtime
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.errors import BridgeError
 from bridge.metrics import Metrics
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.config import VOICES, Agent
+from bridge.agents import VOICES, Agent
 from bridge.errors import PhoneProtocolError
 
 RATE = 24000

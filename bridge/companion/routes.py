@@ -33,12 +33,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bridge.agents import Agent
 from bridge.call import Call
 from bridge.companion import history
 from bridge.companion import protocol as wire
 from bridge.companion.leg import CompanionLeg
 from bridge.companion.sessions import CompanionSessions, LiveSession, RateWindow
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.runner import POLICY_VIOLATION
 from bridge.services import Services
 from bridge.softphone.protocol import allowed_origin, origin_of

@@ -39,8 +39,8 @@ from typing import Any
 import socketio
 from websockets.asyncio.client import ClientConnection
 
+from bridge.agents import Agent
 from bridge.ai.events import session_update
-from bridge.config import Agent
 from bridge.proxy import record
 from bridge.proxy.rules import RateCap, Refusal, check_event_type, check_response, restrict_session
 from bridge.proxy.translate import (

@@ -47,7 +47,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bridge import inputs
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
 
 __all__ = [

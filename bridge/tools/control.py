@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from jsonschema import Draft202012Validator
 
+from bridge.agents import Agent
 from bridge.ai import events as rt
-from bridge.config import Agent
 from bridge.recent import Recent
 from bridge.tools.keypad import Keypad, Silence, keypad_text
 from bridge.tools.spec import ToolSpec

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bridge.config import Agent
+from bridge.agents import Agent
 from bridge.privacy import mask_number
 from bridge.tools.control import RunTool, ToolResult, error_output
 from bridge.tools.signing import SIGNATURE_HEADER, sign

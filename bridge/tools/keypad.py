@@ -8,7 +8,7 @@ acts on them. They must not do I/O.
 
 from __future__ import annotations
 
-from bridge.config import Agent
+from bridge.agents import Agent
 
 
 def keypad_text(digits: str) -> str:

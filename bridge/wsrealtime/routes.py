@@ -20,8 +20,8 @@ import httpx
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bridge.agents import Agent
 from bridge.ai import events as rt
-from bridge.config import Agent
 from bridge.errors import PhoneProtocolError
 from bridge.runner import POLICY_VIOLATION
 from bridge.services import Services

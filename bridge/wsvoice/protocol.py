@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
 from bridge.softphone.protocol import Refused
 

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.harness import RunningBridge, running_bridge
 from bridge.sim.caller import simulate_call
 from bridge.store.db import open_store

@@ -20,8 +20,8 @@ from openai.types.realtime import (
 )
 from openai.types.realtime.realtime_server_event import OutputAudioBufferStarted
 
+from bridge.agents import Agent, TurnDetection
 from bridge.ai import events as rt
-from bridge.config import Agent, TurnDetection
 from bridge.errors import RealtimeProtocolError
 from tests.ai.helpers import check_client_event
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.harness import running_bridge
 from tests.chat.helpers import no_calls
 from tests.softphone.helpers import ROOT, best_correlation, caller_speech, coarse_lag, utterance

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bridge import inputs
+from bridge.agents import Agent
 from bridge.chat.leg import RateMatch
 from bridge.chat.protocol import (
     AudioIn,
@@ -20,7 +21,7 @@ from bridge.chat.protocol import (
     parse_connect,
     text_out,
 )
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
 from bridge.softphone.protocol import Refused
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from bridge.agents import Agent
 from bridge.companion import protocol as wire
 from bridge.companion.sessions import AudioPace, RateWindow
-from bridge.config import Agent
 
 
 def parse(kind: str, data: object) -> wire.ClientMessage:

@@ -25,7 +25,8 @@ import httpx
 import numpy as np
 import pytest
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.sim.caller import simulate_call
 from tests.e2e import PATIENCE_S, fixture, rig, silence, until

@@ -10,9 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bridge.agents import Agent, TurnDetection
 from bridge.ai import events as rt
 from bridge.ai.client import connect_realtime
-from bridge.config import Agent, TurnDetection
 from bridge.errors import SessionClosed
 from bridge.local_agent import GREETING_TRANSCRIPT, serve_local_agent
 from tests.ai.helpers import check_server_event, correlation, load_pcm, silence

@@ -5,8 +5,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bridge.agents import Agent, TurnDetection
 from bridge.ai import events as rt
-from bridge.config import Agent, TurnDetection
 from bridge.local_agent.response import GREETING_TRANSCRIPT, load_greeting
 from bridge.local_agent.session import AgentSession
 from tests.ai.helpers import Driver, correlation, load_pcm, silence, speech_regions

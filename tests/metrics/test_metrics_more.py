@@ -9,8 +9,9 @@ import time
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bridge.agents import Agent
 from bridge.call import Call, CallEvent
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.metrics import CallFigures, Metrics, MetricsCollector
 from bridge.sim.caller import simulate_call
 from tests.e2e import PATIENCE_S, rig, run_undisturbed, silence

@@ -7,7 +7,7 @@ from openai.types.beta.realtime import RealtimeServerEvent as BetaServerEvent
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
-from bridge.config import Agent
+from bridge.agents import Agent
 from bridge.proxy.record import from_client, from_server
 from bridge.proxy.rules import RateCap, Refusal, check_event_type, check_response, restrict_session
 from bridge.proxy.translate import (
@@ -250,7 +250,7 @@ def test_timeline_for_records():
 
 
 def test_agents_file_sets_what_proxy_clients_may_change(tmp_path):
-    from bridge.config import load_agents
+    from bridge.agents import load_agents
     from bridge.errors import ConfigError
 
     path = tmp_path / "agents.toml"

@@ -10,8 +10,9 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
+from bridge.agents import Agent, Fallback
 from bridge.breaker import KEPT_FAILURES, ModelBreaker
-from bridge.config import Agent, Fallback, Settings
+from bridge.config import Settings
 from bridge.local_agent import Faults
 from tests.e2e import Rig, rig, run_undisturbed, until
 from tests.resilience.helpers import voice

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import Agent, Fallback, Settings
+from bridge.agents import Agent, Fallback
+from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.local_agent import Faults
 from bridge.sim.webhook import voice_params

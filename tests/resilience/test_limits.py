@@ -10,7 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.limits import CallerCount, ConnectLimiter
 from tests.e2e import Rig, rig, run_undisturbed, until

@@ -10,7 +10,8 @@ import base64
 import numpy as np
 import socketio
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.local_agent import serve_local_agent
 from tests.softphone.helpers import (

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
 from bridge.softphone.protocol import (
     DEFAULT_RATE,

@@ -5,8 +5,9 @@ import asyncio
 import httpx
 import pytest
 
+from bridge.agents import Agent
 from bridge.app import create_app
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.server import services_of
 from bridge.softphone.pages import STATIC, vendor_path

@@ -5,7 +5,8 @@ import base64
 import pytest
 
 from bridge import inputs
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
 from bridge.playout import item_of_mark
 from bridge.softphone.protocol import (

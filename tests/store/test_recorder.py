@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from bridge.agents import Agent
 from bridge.ai import events as rt
 from bridge.audio.transcode import Uplink
 from bridge.call import Call, CallEvent
-from bridge.config import Agent
 from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
 from bridge.sim.far_end import FarEnd
 from bridge.store.recorder import CallRecorder

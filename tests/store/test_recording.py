@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.playout import ClearPlayback, SendAudio
 from bridge.sim.caller import simulate_call

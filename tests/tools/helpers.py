@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.config import Agent, load_agents
+from bridge.agents import Agent, load_agents
 from bridge.tools.signing import SIGNATURE_HEADER, verify
 
 SECRET = "tool-secret-for-tests"

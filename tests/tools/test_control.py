@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from bridge.agents import Agent, load_agents
 from bridge.ai import events as rt
 from bridge.call import Call
-from bridge.config import Agent, load_agents
 from bridge.errors import ConfigError
 from bridge.playout import SendMark
 from bridge.tools.control import RunTool, ToolResult

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bridge.agents import Agent
 from bridge.call import Call, CallEvent
-from bridge.config import Agent, Settings
+from bridge.config import Settings
 from bridge.sim.caller import simulate_call
 from bridge.sim.result import CallResult
 from tests.e2e import best_correlation, fixture, rig, silence

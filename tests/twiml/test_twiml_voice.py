@@ -9,7 +9,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.errors import ConfigError
 from twiml.security import StreamTokenError, check_stream_token
 from twiml.voice import make_voice_endpoint, mask_number, voice_twiml

@@ -13,7 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.config import Agent, Settings
+from bridge.agents import Agent
+from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.local_agent import load_greeting, serve_local_agent
 from tests.softphone.helpers import best_correlation, caller_speech, coarse_lag, utterance
