@@ -25,16 +25,10 @@ from bridge.ai.reconnect import RetryConfig
 from bridge.breaker import ModelBreaker
 from bridge.call import Call
 from bridge.config import Settings
+from bridge.leg import INTERNAL_ERROR, Ending, Leg
 from bridge.limits import CallerCount, ConnectLimiter
 from bridge.metrics import Metrics
-from bridge.runner import (
-    INTERNAL_ERROR,
-    CallRunner,
-    Ending,
-    Leg,
-    ModelConnector,
-    Observer,
-)
+from bridge.runner import CallRunner, ModelConnector, Observer
 from bridge.store.recorder import CallRecorder
 from bridge.store.recording import RecordingFiles
 from bridge.store.records import Direction

@@ -17,9 +17,9 @@ from bridge.agents import Agent
 from bridge.app import create_app
 from bridge.call import Call, CallEvent
 from bridge.config import Settings
+from bridge.leg import INTERNAL_ERROR, Ending
 from bridge.metrics import MODEL_ERROR_CODES, Histogram, Metrics
 from bridge.phone.protocol import HANGUP_REASON as PHONE_HANGUP
-from bridge.runner import INTERNAL_ERROR, Ending
 from bridge.services import _outcome
 from bridge.sim.caller import simulate_call
 from bridge.sim.errors import WebhookRejected

@@ -8,9 +8,10 @@ from bridge.agents import Agent
 from bridge.audio.transcode import Uplink
 from bridge.call import Call, CallEvent
 from bridge.inputs import CallerAudio, Dtmf, HangUp, Interrupt, TextInput
+from bridge.leg import Ending
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, Playout, SendAudio
-from bridge.runner import CallRunner, Ending
+from bridge.runner import CallRunner
 
 
 class SlowLeg:

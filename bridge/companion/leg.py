@@ -29,8 +29,8 @@ from bridge.call import Call, CallEvent
 from bridge.companion import protocol as wire
 from bridge.companion.sessions import AudioPace, CompanionSessions, LiveSession, RateWindow
 from bridge.inputs import CallerAudio, HangUp, TextInput
+from bridge.leg import NORMAL, POLICY_VIOLATION, Ending, Feeder
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark, item_of_mark
-from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class CompanionLeg:
 
     # ------------------------------------------------------------------ the Leg protocol
 
-    async def pump(self, runner: CallRunner) -> Ending:
+    async def pump(self, runner: Feeder) -> Ending:
         if self._writer is None:
             self._writer = asyncio.create_task(
                 self._write(), name=f"companion {self.live.client_id}"

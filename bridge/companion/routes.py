@@ -40,7 +40,7 @@ from bridge.companion import protocol as wire
 from bridge.companion.leg import CompanionLeg
 from bridge.companion.sessions import CompanionSessions, LiveSession, RateWindow
 from bridge.config import Settings
-from bridge.runner import POLICY_VIOLATION
+from bridge.leg import POLICY_VIOLATION
 from bridge.services import Services
 from bridge.softphone.protocol import allowed_origin, origin_of
 

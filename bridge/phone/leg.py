@@ -29,9 +29,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
 from bridge.guard import connect_allowed
+from bridge.leg import INTERNAL_ERROR, NORMAL, POLICY_VIOLATION, Ending, Feeder
 from bridge.phone.protocol import MediaStream, Start, Stop, leg_input
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
-from bridge.runner import INTERNAL_ERROR, NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.services import Services
 from twiml.security import check_stream_token, twilio_ws_signature_ok
 
@@ -141,7 +141,7 @@ class TwilioLeg:
             await self.close("no start message", code=POLICY_VIOLATION)
             return None
 
-    async def pump(self, runner: CallRunner) -> Ending:
+    async def pump(self, runner: Feeder) -> Ending:
         """The reading loop: read a frame, parse it, hand what it means to the runner.
 
         The shape of python-websockets' ``asyncio/connection.py`` over its sans-I/O
@@ -165,7 +165,7 @@ class TwilioLeg:
             return Ending(reason, INTERNAL_ERROR)
 
     async def _pump(
-        self, runner: CallRunner, clock: Callable[[], float], loop: asyncio.AbstractEventLoop
+        self, runner: Feeder, clock: Callable[[], float], loop: asyncio.AbstractEventLoop
     ) -> Ending:
         assert self._deadline is not None
         while True:

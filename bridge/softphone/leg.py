@@ -31,9 +31,9 @@ from typing import Any
 
 from bridge.call import Call, CallEvent
 from bridge.inputs import CallerAudio, HangUp, Interrupt, LegInput, TextInput
+from bridge.leg import NORMAL, Ending, Feeder
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark, item_of_mark
-from bridge.runner import NORMAL, CallRunner, Ending
 from bridge.softphone.protocol import HANGUP_REASON, ClientEvent, audio_out, leg_input
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class SoftphoneLeg:
 
     # ------------------------------------------------------------------ the Leg protocol
 
-    async def pump(self, runner: CallRunner) -> Ending:
+    async def pump(self, runner: Feeder) -> Ending:
         clock = runner.clock
         self._last_activity = clock()
         if self._writer is None:

@@ -1,6 +1,6 @@
 """Call recordings: one stereo PCM16 WAV per call, caller left, agent right.
 
-``CallRecording`` is the runner's audio tap (``bridge.runner.AudioTap``): it is told the
+``CallRecording`` is the runner's audio tap (``bridge.leg.AudioTap``): it is told the
 caller's audio as it arrives (``caller``) and what was handed to the caller's leg
 (``played``: audio, and ``clear`` on a barge-in), each with the Call's clock. It places both
 on one sample timeline counted from the call's start, at the leg's own rate: the caller's

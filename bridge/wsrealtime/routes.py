@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge.agents import Agent
 from bridge.ai import events as rt
 from bridge.errors import PhoneProtocolError
-from bridge.runner import POLICY_VIOLATION
+from bridge.leg import POLICY_VIOLATION
 from bridge.services import Services
 from bridge.softphone.admission import admit, bearer_token
 from bridge.softphone.protocol import Refused

@@ -28,9 +28,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge.call import Call, CallEvent
 from bridge.errors import PhoneProtocolError
 from bridge.inputs import CallerAudio
+from bridge.leg import NORMAL, POLICY_VIOLATION, Ending, Feeder
 from bridge.metrics import Metrics
 from bridge.playout import PhoneOut, SendAudio
-from bridge.runner import NORMAL, POLICY_VIOLATION, CallRunner, Ending
 from bridge.wsvoice import protocol
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class VoiceLeg:
 
     # ------------------------------------------------------------------ the Leg protocol
 
-    async def pump(self, runner: CallRunner) -> Ending:
+    async def pump(self, runner: Feeder) -> Ending:
         if self._writer is None:
             self._writer = asyncio.create_task(
                 self._write_notes(), name=f"wsvoice {self.session_id}"

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bridge.call import Call
-from bridge.runner import POLICY_VIOLATION
+from bridge.leg import POLICY_VIOLATION
 from bridge.services import Services
 from bridge.softphone.admission import admit, bearer_token
 from bridge.softphone.protocol import Refused

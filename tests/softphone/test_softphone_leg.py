@@ -6,9 +6,9 @@ from typing import Any
 
 from bridge.call import CallEvent
 from bridge.inputs import CallerAudio, FarEndMark, HangUp, Interrupt, TextInput
+from bridge.leg import Ending
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, SendAudio, SendMark
-from bridge.runner import Ending
 from bridge.softphone.leg import SoftphoneLeg, public_reason
 from bridge.softphone.protocol import AudioIn, ClearIn, HangupIn, MarkIn, TextIn
 
