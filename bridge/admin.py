@@ -39,6 +39,7 @@ from bridge.services import Services
 from bridge.store.db import MAX_PAGE, RecordStore
 from bridge.store.recording import recording_path
 from bridge.store.records import CallRecord, ResponseLatency
+from bridge.store.timeline_entries import keypad_and_reconnect_entries, model_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class _AdminApi:
             "total_tokens": record.usage.total_tokens,
         }
         body["dtmf"] = record.dtmf
+        body["model_sessions"] = model_sessions(record)
         logger.info("admin: read call %s", call_id)
         return JSONResponse(body)
 
@@ -312,6 +314,7 @@ def _timeline(record: CallRecord, latencies: list[ResponseLatency]) -> list[dict
                 "detail": {"name": tool.name, "outcome": tool.outcome},
             }
         )
+    entries.extend(keypad_and_reconnect_entries(record))
     entries.sort(key=lambda entry: float(entry["t"]))
     return entries
 

@@ -10,6 +10,8 @@ optional; sending it later needs no change here):
 
 =================== ============================================================
 ``model_connected`` the first one is the answer time; each further one a reconnect
+``model_lost``      ``reason``: the session was lost (a ``ModelReconnect`` begins)
+``model_reconnected`` ``session``, ``replayed``, ``held_ms``: a new session took over
 ``speech_started``  the start time of the caller's next transcribed turn
 ``transcript``      ``role`` ("user"/"assistant"), ``text``; optional ``item_id``
 ``transcript_delta`` ``role`` "assistant", ``text``; optional ``item_id``
@@ -22,7 +24,7 @@ optional; sending it later needs no change here):
 ``response_done``   optional ``usage``: the Realtime ``response.done`` usage object
                     (``input_tokens``, ``output_tokens``, ``total_tokens``), summed
 ``tool_call``       ``name``, ``latency_ms``, ``outcome`` (none are emitted today)
-``dtmf``            ``digit``
+``dtmf``            ``digit`` (kept as the digits and as ``DtmfPress``es with times)
 ``closed``          ``reason``: the end time and end reason
 =================== ============================================================
 
@@ -44,6 +46,8 @@ from bridge.store.records import (
     BargeInRecord,
     CallRecord,
     Direction,
+    DtmfPress,
+    ModelReconnect,
     ResponseLatency,
     Role,
     TokenUsage,
@@ -64,6 +68,7 @@ MAX_TURNS = 2000
 MAX_BARGE_INS = 500
 MAX_TOOL_CALLS = 500
 MAX_DTMF = 256
+MAX_SESSIONS = 200
 _PENDING_SPEECH = 8
 _PENDING_CUTS = 8
 
@@ -126,7 +131,9 @@ class CallRecorder:
         self._speech_starts: deque[float] = deque(maxlen=_PENDING_SPEECH)
         self._barge_ins: list[BargeInRecord] = []
         self._tool_calls: list[ToolCallRecord] = []
-        self._dtmf: list[str] = []
+        self._dtmf: list[DtmfPress] = []
+        self._sessions: list[ModelReconnect] = []
+        self._reconnects = 0
         self._pending_cuts: dict[str, tuple[int, float | None]] = {}
         self._usage = TokenUsage()
         self._connects = 0
@@ -221,11 +228,31 @@ class CallRecorder:
             case "dtmf" if len(self._dtmf) < MAX_DTMF:
                 digit = detail.get("digit")
                 if isinstance(digit, str) and len(digit) == 1:
-                    self._dtmf.append(digit)
+                    self._dtmf.append(DtmfPress(self._wall(t), digit))
+            case "model_lost" if len(self._sessions) < MAX_SESSIONS:
+                reason = _text(detail.get("reason"))[:200] or "lost"
+                self._sessions.append(ModelReconnect(self._wall(t), reason))
+            case "model_reconnected":
+                self._reconnected(t, detail)
             case "closed" if self._closed is None:
                 self._closed = (t, _text(detail.get("reason")) or "closed")
             case _:
                 pass
+
+    def _reconnected(self, t: float, detail: Mapping[str, Any]) -> None:
+        self._reconnects += 1
+        session, replayed, held = (detail.get(key) for key in ("session", "replayed", "held_ms"))
+        last = self._sessions[-1] if self._sessions else None
+        if last is None or last.at is not None:
+            return  # no model_lost seen (or over the cap): counted only
+        self._sessions[-1] = ModelReconnect(
+            last.lost_at,
+            last.reason,
+            self._wall(t),
+            session if isinstance(session, int) and session > 0 else None,
+            max(int(replayed), 0) if isinstance(replayed, int | float) else 0,
+            max(int(held), 0) if isinstance(held, int | float) else 0,
+        )
 
     def _add_turn(self, draft: _TurnDraft) -> None:
         if len(self._turns) < MAX_TURNS:
@@ -330,10 +357,14 @@ class CallRecorder:
             turns=tuple(turns),
             barge_ins=tuple(self._barge_ins),
             tool_calls=tuple(self._tool_calls),
-            dtmf="".join(self._dtmf),
+            dtmf="".join(press.digit for press in self._dtmf),
             usage=self._usage,
-            reconnects=max(self._connects - 1, 0),
+            # The Call says ``model_reconnected`` for a later session; a second
+            # ``model_connected`` counts too.
+            reconnects=self._reconnects + max(self._connects - 1, 0),
             latencies=tuple(self._latencies),
+            dtmf_presses=tuple(self._dtmf),
+            model_sessions=tuple(self._sessions),
         )
 
     def finish(self, *, ended_at: datetime | None = None, reason: str | None = None) -> CallRecord:

@@ -1,8 +1,8 @@
 """Call records: what one call was, as frozen, self-checking data.
 
 Sans-I/O: no asyncio, no database, no clock. Owns the record types (``CallRecord`` with
-its ``Turn``s, ``BargeInRecord``s, ``ToolCallRecord``s, ``ResponseLatency``s and
-``TokenUsage``) and
+its ``Turn``s, ``BargeInRecord``s, ``ToolCallRecord``s, ``ResponseLatency``s,
+``DtmfPress``es, ``ModelReconnect``s and ``TokenUsage``) and
 ``truncate_text``, the agent's words cut to what the caller heard. Times are wall-clock
 UTC and must be timezone-aware; phone numbers are stored masked.
 
@@ -89,6 +89,38 @@ class ResponseLatency:
 
 
 @dataclass(frozen=True, slots=True)
+class DtmfPress:
+    """A keypad digit the caller pressed, at ``at``."""
+
+    at: datetime
+    digit: str
+
+    def __post_init__(self) -> None:
+        check_aware("at", self.at)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReconnect:
+    """The model session was lost at ``lost_at`` (for ``reason``) and replaced at ``at``
+    by session number ``session`` (1 is the first), which was given ``replayed``
+    conversation items and ``held_ms`` of caller audio held meanwhile. ``at`` is None
+    (and the counts 0) when no new session came before the call ended."""
+
+    lost_at: datetime
+    reason: str
+    at: datetime | None = None
+    session: int | None = None
+    replayed: int = 0
+    held_ms: int = 0
+
+    def __post_init__(self) -> None:
+        check_aware("lost_at", self.lost_at)
+        check_aware("at", self.at)
+        if self.replayed < 0 or self.held_ms < 0:
+            raise ValueError("replayed and held_ms must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Tokens summed over the call's ``response.done`` events."""
 
@@ -141,6 +173,8 @@ class CallRecord:
     usage: TokenUsage = field(default_factory=TokenUsage)
     reconnects: int = 0
     latencies: tuple[ResponseLatency, ...] = ()  # per-turn response latency, in order
+    dtmf_presses: tuple[DtmfPress, ...] = ()  # ``dtmf`` with times; empty in old rows
+    model_sessions: tuple[ModelReconnect, ...] = ()  # each model session lost, in order
 
     def __post_init__(self) -> None:
         if not self.id:

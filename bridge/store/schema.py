@@ -23,6 +23,8 @@ from bridge.store.records import (
     ROLES,
     BargeInRecord,
     CallRecord,
+    DtmfPress,
+    ModelReconnect,
     ResponseLatency,
     TokenUsage,
     ToolCallRecord,
@@ -75,6 +77,8 @@ calls = sa.Table(
     sa.Column("barge_ins", sa.JSON(), nullable=False),
     sa.Column("tool_calls", sa.JSON(), nullable=False),
     sa.Column("latencies", sa.JSON(), nullable=True),  # since 0002; NULL in older rows
+    sa.Column("dtmf_presses", sa.JSON(), nullable=True),  # since 0003; NULL in older rows
+    sa.Column("model_sessions", sa.JSON(), nullable=True),  # since 0003; NULL in older rows
     sa.Index("ix_call_records_started_at", "started_at"),
     sa.Index("ix_call_records_agent_started_at", "agent", "started_at"),
 )
@@ -128,7 +132,27 @@ def call_row(record: CallRecord) -> dict[str, Any]:
             for c in record.tool_calls
         ],
         "latencies": [{"at": x.at.isoformat(), "ms": x.ms} for x in record.latencies],
+        "dtmf_presses": [{"at": p.at.isoformat(), "digit": p.digit} for p in record.dtmf_presses],
+        "model_sessions": [
+            {
+                "lost_at": m.lost_at.isoformat(),
+                "reason": m.reason,
+                "at": _iso(m.at),
+                "session": m.session,
+                "replayed": m.replayed,
+                "held_ms": m.held_ms,
+            }
+            for m in record.model_sessions
+        ],
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def turn_row(call_id: str, seq: int, turn: Turn) -> dict[str, Any]:
@@ -178,6 +202,21 @@ def record_from_row(row: RowMapping, call_turns: Sequence[Turn]) -> CallRecord:
         latencies=tuple(
             ResponseLatency(datetime.fromisoformat(x["at"]), float(x["ms"]))
             for x in row["latencies"] or ()
+        ),
+        dtmf_presses=tuple(
+            DtmfPress(datetime.fromisoformat(p["at"]), p["digit"])
+            for p in row["dtmf_presses"] or ()
+        ),
+        model_sessions=tuple(
+            ModelReconnect(
+                datetime.fromisoformat(m["lost_at"]),
+                m["reason"],
+                _when(m["at"]),
+                m["session"],
+                int(m["replayed"]),
+                int(m["held_ms"]),
+            )
+            for m in row["model_sessions"] or ()
         ),
     )
 

@@ -18,6 +18,8 @@ from bridge.store.db import RecordStore, database_url, open_store
 from bridge.store.records import (
     BargeInRecord,
     CallRecord,
+    DtmfPress,
+    ModelReconnect,
     TokenUsage,
     ToolCallRecord,
     Turn,
@@ -61,6 +63,18 @@ def full_record(call_id: str = "CA" + "7" * 32, *, started_at: datetime = NOW) -
         dtmf="42#*",
         usage=TokenUsage(1234, 567, 1801),
         reconnects=2,
+        dtmf_presses=tuple(
+            DtmfPress(t + timedelta(seconds=10 + i), digit) for i, digit in enumerate("42#*")
+        ),
+        model_sessions=(
+            ModelReconnect(
+                t + timedelta(seconds=20), "session expired", t + timedelta(seconds=20.3), 2, 4, 260
+            ),
+            ModelReconnect(
+                t + timedelta(seconds=40), "recycled", t + timedelta(seconds=40.1), 3, 9, 0
+            ),
+            ModelReconnect(t + timedelta(seconds=61), "the model socket is closing"),
+        ),
     )
 
 
@@ -81,7 +95,7 @@ def test_migrations_create_the_schema_in_an_empty_database(db_url):
         async with store:
             assert await store.schema_revision() is None
             await store.migrate()
-            assert await store.schema_revision() == "0002"
+            assert await store.schema_revision() == "0003"
             await store.migrate()  # a second start-up changes nothing
             async with store.engine.connect() as conn:
                 tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
@@ -96,7 +110,7 @@ def test_workers_starting_together_migrate_once(db_url):
     async def main() -> None:
         stores = await asyncio.gather(*(open_store(db_url) for _ in range(3)))
         for store in stores:
-            assert await store.schema_revision() == "0002"
+            assert await store.schema_revision() == "0003"
             await store.close()
 
     run(main())

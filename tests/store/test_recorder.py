@@ -17,6 +17,8 @@ from bridge.store.recorder import CallRecorder
 from bridge.store.records import (
     BargeInRecord,
     CallRecord,
+    DtmfPress,
+    ModelReconnect,
     TokenUsage,
     ToolCallRecord,
     Turn,
@@ -86,7 +88,8 @@ def conversation(*, item_ms: bool) -> list[CallEvent]:
         ev(6.3, "barge_in_confirmed"),
         ev(7.5, "transcript", role="user", text="Thanks, bye."),
         ev(7.6, "tool_call", name="end_call", latency_ms=12.5, outcome="ok"),
-        ev(8.0, "model_connected"),  # a reconnect
+        ev(7.8, "model_lost", reason="session expired"),
+        ev(8.0, "model_reconnected", session=2, replayed=5, held_ms=120),
         ev(9.0, "closed", reason="caller hung up"),
     ]
 
@@ -120,6 +123,8 @@ def test_recorder_builds_the_whole_record_and_cuts_the_interrupted_answer():
         dtmf="42",
         usage=TokenUsage(240, 160, 400),
         reconnects=1,
+        dtmf_presses=(DtmfPress(at(5.0), "4"), DtmfPress(at(5.2), "2")),
+        model_sessions=(ModelReconnect(at(7.8), "session expired", at(8.0), 2, 5, 120),),
     )
     assert record.duration_s == 9.0
     assert rec.finish() is record  # once
@@ -340,3 +345,18 @@ def test_recorder_follows_a_real_call_with_a_barge_in():
     # ``response_done`` carries no usage yet; once it does, it is summed.
     assert record.usage in (TokenUsage(), TokenUsage(50, 30, 80))
     assert record.answered_at == at(0.25)
+
+
+def test_a_second_model_connected_still_counts_and_a_lost_session_never_replaced_is_kept():
+    rec = recorder()
+    rec.feed(
+        [
+            ev(0.3, "model_connected"),
+            ev(2.0, "model_connected"),  # a leg that reports each session this way
+            ev(5.0, "model_lost", reason="the model socket is closing"),
+            ev(5.5, "closed", reason="caller hung up"),
+        ]
+    )
+    record = rec.finish()
+    assert record.reconnects == 1
+    assert record.model_sessions == (ModelReconnect(at(5.0), "the model socket is closing"),)
