@@ -4,6 +4,7 @@
                                    {"calls": [Summary…], "next": cursor or null}, newest first
     GET  /calls/{id}               Summary + "timeline" + "usage" (live calls too)
     GET  /calls/{id}/recording     audio/wav (HTTP Range supported), 404 when none
+    POST /calls                    place an outbound call (``bridge.outbound.routes``)
     POST /calls/{id}/hangup        optional {"say": "…"}: the agent says it, then the call
                                    ends once it was heard; 202 {"id", "state": "ending"},
                                    404 unknown, 409 already ended
@@ -34,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.outbound.routes import place_endpoint
 from bridge.runner import CallRunner
 from bridge.services import Services
 from bridge.store.db import MAX_PAGE, RecordStore
@@ -56,6 +58,7 @@ def admin_routes(services: Services) -> list[BaseRoute]:
     api = _AdminApi(services, token)
     return [
         Route("/calls", api.guard(api.list_calls)),
+        Route("/calls", api.guard(place_endpoint(services)), methods=["POST"]),  # outbound
         Route("/calls/{id}", api.guard(api.call)),
         Route("/calls/{id}/recording", api.guard(api.recording)),
         Route("/calls/{id}/hangup", api.guard(api.hangup), methods=["POST"]),

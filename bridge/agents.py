@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from bridge.errors import ConfigError
 from bridge.tools.spec import ToolSpec, parse_tools
+from bridge.tools.transfer import TransferConfig, parse_transfer
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly, concise voice assistant on a phone line. Keep answers short, "
@@ -80,6 +81,7 @@ class Agent:
     # Tools and call control (bridge.tools; README "Tools and call control").
     tools: tuple[ToolSpec, ...] = ()
     builtin_tools: tuple[str, ...] = ()  # enabled built-ins, e.g. ("end_call",)
+    transfer: TransferConfig | None = None  # [agents.NAME.transfer]: enables transfer_call
     tools_secret: str | None = field(default=None, repr=False)  # signs tool requests
     tools_send_caller_number: bool = False  # else the caller's number is masked
     tool_filler_after_ms: int = 1500  # 0: no filler line while a tool runs
@@ -91,6 +93,9 @@ class Agent:
     silence_prompt: str = "Are you still there?"
     silence_max_nudges: int = 2
     silence_goodbye: str = "I have not heard from you, so I will end the call now. Goodbye!"
+    # Outbound calls that reach an answering machine (bridge.outbound): said after the
+    # beep, then the call ends. Empty: hang up without a message.
+    voicemail: str = ""
     # Local agent only: trigger ("utterance", "dtmf_0", …) → tool it calls (README).
     local_tool_triggers: tuple[tuple[str, str], ...] = ()
 
@@ -147,6 +152,7 @@ _AGENT_FIELDS: dict[str, tuple[type, float, float]] = {
     "silence_prompt": (str, 0, 0),
     "silence_max_nudges": (int, 0, 10),
     "silence_goodbye": (str, 0, 0),
+    "voicemail": (str, 0, 0),
 }
 _TURN_FIELDS: dict[str, tuple[type, float, float]] = {
     "threshold": (float, 0.0, 1.0),
@@ -156,7 +162,7 @@ _TURN_FIELDS: dict[str, tuple[type, float, float]] = {
 
 
 # Keys read by hand: tools, built-ins, the secret's variable and local-agent triggers.
-_CONTROL_KEYS = {"tools", "end_call", "tools_secret_env", "local_tool_triggers"}
+_CONTROL_KEYS = {"tools", "end_call", "tools_secret_env", "local_tool_triggers", "transfer"}
 # What an agent may let raw Realtime proxy clients change (``realtime_client_may_set``).
 REALTIME_CLIENT_SETTABLE = frozenset(
     {"voice", "turn_detection", "transcription", "modalities", "instructions", "tools"}
@@ -241,6 +247,9 @@ def _control_fields(here: str, spec: dict[str, Any], env: Mapping[str, str]) -> 
     if "end_call" in spec:
         end_call = _checked(here, "end_call", spec["end_call"], (bool, 0, 0))
         fields["builtin_tools"] = ("end_call",) if end_call else ()
+    if "transfer" in spec:
+        fields["transfer"] = parse_transfer(here, spec["transfer"])
+        fields["builtin_tools"] = (*fields.get("builtin_tools", ()), "transfer_call")
     if "tools_secret_env" in spec:
         var = spec["tools_secret_env"]
         if not isinstance(var, str) or not env.get(var):

@@ -40,6 +40,7 @@ from bridge.config import Settings
 from bridge.console import console_routes
 from bridge.guard import admit_for, run_breaker
 from bridge.metrics import Metrics, MetricsCollector
+from bridge.outbound.routes import callback_routes
 from bridge.phone.leg import twilio_media
 from bridge.services import Services
 from bridge.softphone import with_softphone
@@ -144,6 +145,7 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
         Route("/metrics", metrics),
         Route("/metrics.json", metrics_json),
         *after_routes(settings, services.breaker.failed),
+        *callback_routes(services),  # /twilio/status, /twilio/amd (bridge.outbound)
         *companion_routes(services),
         *admin_routes(services),
         *console_routes(settings),

@@ -233,6 +233,18 @@ class Call:
             self._greeting_pending = True
         self._event(now, "model_connected")
 
+    def greet_late(self) -> None:
+        """Greet now, or as soon as the model is there: a call created with ``greet=False``
+        that waited for something first (answering-machine detection, bridge.outbound)."""
+        if self.greet:
+            return
+        self.greet = True
+        # A callee who spoke first is already being answered: that is the greeting.
+        answering = self._first_audio_seen or self.response_active
+        if self.model_ready and self.agent.greeting and not answering:
+            self.to_model.append(rt.response_create(greeting_instructions(self.agent.greeting)))
+            self._greeting_pending = True
+
     def model_event(self, event: rt.ServerEvent, now: float) -> None:
         match event:
             case rt.AudioDelta(response_id=response_id, item_id=item_id, audio=audio):

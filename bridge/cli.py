@@ -1,9 +1,12 @@
-"""``bridge``: serve | simulate | local-agent | bench.
+"""``bridge``: serve | simulate | local-agent | bench | call | twilio | doctor.
 
 bridge serve                  the bridge for real calls (settings from the environment)
 bridge simulate [caller.wav]  a whole simulated Twilio call on this machine, no keys needed
 bridge local-agent            the built-in Realtime look-alike, on its own
 bridge bench                  load, latency and audio-quality figures (see README)
+bridge call +1…               place an outbound call through Twilio (--agent, --from, --amd)
+bridge twilio numbers|setup   list the account's numbers; point one at PUBLIC_URL (and undo)
+bridge doctor                 check a deployment: public URL, Twilio, OpenAI key, clock, port
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.ops.commands import add_parsers as add_ops_parsers
+from bridge.ops.commands import run as run_ops
 
 logger = logging.getLogger("bridge")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -81,10 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument(
         "--tool-delay", type=float, default=0.0, help="seconds the demo endpoint takes"
     )
+    sim.add_argument(
+        "--twilio-stand-in",
+        action="store_true",
+        help="send Twilio REST calls (transfer_call) to a local stand-in of Twilio's API",
+    )
 
     agent = sub.add_parser("local-agent", help="run the built-in local Realtime agent")
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=int, default=8765)
+
+    add_ops_parsers(sub)  # call, twilio, doctor (bridge.ops.commands)
 
     bench = sub.add_parser("bench", help="benchmarks: load, latency, audio quality")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -125,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                     silent_s=args.silent,
                     tool_server=args.tool_server,
                     tool_delay_s=args.tool_delay,
+                    twilio_stand_in=args.twilio_stand_in,
                 )
             )
         case "local-agent":
             return asyncio.run(_local_agent(args.host, args.port))
+        case "call" | "twilio" | "doctor":
+            return run_ops(args, settings)
         case "bench":
             from bridge.bench.main import main as bench_main
 

@@ -36,6 +36,12 @@ DEFAULT_UNAVAILABLE = "Sorry, the assistant is not available right now. Please c
 class Settings:
     public_url: str | None = None
     twilio_auth_token: str | None = None
+    # Twilio REST (bridge.twilio_api): TWILIO_ACCOUNT_SID, and TWILIO_API_BASE_URL to point
+    # the SDK's ``api`` domain elsewhere (for tests and stand-ins; None: the real Twilio).
+    twilio_account_sid: str | None = None
+    twilio_api_base_url: str | None = None
+    # Outbound calls (bridge.outbound): the From number (TWILIO_CALLER_ID), E.164.
+    twilio_caller_id: str | None = None
     openai_api_key: str | None = None
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     openai_realtime_model: str = "gpt-realtime"
@@ -178,6 +184,11 @@ class Settings:
         settings = cls(
             public_url=public_url.rstrip("/") if public_url else None,
             twilio_auth_token=token,
+            twilio_account_sid=get.text("TWILIO_ACCOUNT_SID"),
+            twilio_api_base_url=_strip_slash(
+                get.url("TWILIO_API_BASE_URL", schemes=("https", "http"))
+            ),
+            twilio_caller_id=get.text("TWILIO_CALLER_ID"),
             openai_api_key=get.text("OPENAI_API_KEY"),
             openai_realtime_url=get.url("OPENAI_REALTIME_URL", schemes=("wss", "ws"))
             or cls.openai_realtime_url,
@@ -255,6 +266,10 @@ class Settings:
                 "checked against the public URL Twilio calls (e.g. https://abc.ngrok.app)"
             )
         return settings
+
+
+def _strip_slash(url: str | None) -> str | None:
+    return url.rstrip("/") if url else None
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

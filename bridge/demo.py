@@ -14,6 +14,7 @@ session mid-call and replaying the conversation, with the caller none the wiser.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -22,7 +23,7 @@ from bridge.audio.wav import read_wav, write_wav
 from bridge.call import Call, CallEvent
 from bridge.config import Settings
 from bridge.harness import running_bridge, signed_settings
-from bridge.sim.caller import simulate_call
+from bridge.sim.caller import new_sid, simulate_call
 from bridge.sim.result import CallResult
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ SHOWN = {
     "tool_started",
     "tool_call",
     "tool_filler",
+    "transfer",
+    "transferred",
     "silence",
     "ending",
     "hangup",
@@ -65,9 +68,12 @@ async def run_demo(
     silent_s: float | None = None,
     tool_server: bool = False,
     tool_delay_s: float = 0.0,
+    twilio_stand_in: bool = False,
 ) -> int:
     """``dtmf``: keypad presses to send; ``silent_s``: the caller says nothing for that long
-    (instead of the WAV); ``tool_server``: serve a demo endpoint for the agents' tools."""
+    (instead of the WAV); ``tool_server``: serve a demo endpoint for the agents' tools;
+    ``twilio_stand_in``: Twilio REST calls (``transfer_call``) go to a local stand-in
+    (``bridge.sim.twilio_cloud``), which ends the simulated stream when it redirects it."""
     if expire_after_s is not None and not settings.uses_local_agent:
         print("--expire-after needs the local agent: unset OPENAI_API_KEY")
         return 2
@@ -99,6 +105,18 @@ async def run_demo(
 
             urls = await stack.enter_async_context(serve_demo_tools(settings, tool_delay_s))
             print(f"Demo tool endpoint: {', '.join(urls) or 'no tools declared'}")
+        call_sid, cloud, redirected = new_sid("CA"), None, None
+        if twilio_stand_in:
+            from bridge.sim.twilio_cloud import TwilioCloud
+
+            cloud = stack.enter_context(TwilioCloud(auth_token=settings.twilio_auth_token or ""))
+            settings = settings.with_(
+                twilio_account_sid=cloud.account_sid, twilio_api_base_url=cloud.url
+            )
+            cloud.add_call(call_sid)
+            loop, redirected = asyncio.get_running_loop(), asyncio.Event()
+            cloud.on_redirect(call_sid, lambda: loop.call_soon_threadsafe(redirected.set))
+            print(f"Twilio REST stand-in: {cloud.url}")
         bridge = await stack.enter_async_context(running_bridge(settings, model_url=model_url))
         bridge.services.observers.append(observe)
         print(
@@ -113,6 +131,8 @@ async def run_demo(
             auth_token=bridge.auth_token,
             tail_s=tail_s,
             dtmf=dtmf,
+            call_sid=call_sid,
+            redirected=redirected,
         )
         clear_ms = bridge.services.metrics.clear.summary()
         reconnects = bridge.services.metrics.model_reconnects
@@ -124,6 +144,10 @@ async def run_demo(
     if reconnects:
         print(f"Model sessions replaced mid-call: {reconnects}")
     print(bridge.services.records_summary())
+    for request in cloud.requests if cloud is not None else []:
+        print(f"Twilio stand-in got {request.method} {request.path} → {request.status}")
+        for key, value in request.form.items():
+            print(f"  {key} = {value}")
     if result.violations:
         print("Protocol violations Twilio would reject:", *result.violations, sep="\n  ")
         return 1

@@ -128,6 +128,7 @@ class CallRunner:
     async def run(self) -> Ending:
         """Run the call to its end; say why it ended."""
         call = self.call
+        call.control.can_transfer = self.tools.redirect is not None
         try:
             self.model = await self.open_model()
         except CONNECT_ERRORS as exc:
@@ -190,6 +191,10 @@ class CallRunner:
             for command in call.control.to_tools:
                 self.tools.start(command)
             call.control.to_tools.clear()
+        if call.control.transfers:  # transfer_call: the notice was heard, redirect now
+            for transfer in call.control.transfers:
+                self.tools.start_transfer(transfer)
+            call.control.transfers.clear()
         async with self._sending:
             if call.to_phone:
                 outs, call.to_phone = call.to_phone, []
@@ -256,6 +261,8 @@ class CallRunner:
                 call.interrupt(now)
                 await self.flush()
             case HangUp(reason=reason):
+                if call.control.transferred_to is not None:  # Twilio took the call away
+                    reason = f"transferred to {call.control.transferred_to}"
                 call.phone_stopped(now, reason)
                 return Ending(reason)
         return None

@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from websockets.asyncio.client import ClientConnection
 
@@ -33,6 +34,7 @@ from bridge.store.recorder import CallRecorder
 from bridge.store.recording import RecordingFiles
 from bridge.store.records import Direction
 from bridge.store.writer import RecordWriter
+from bridge.twilio_api import redirect_call
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +165,8 @@ class Services:
         if recorder is not None:
             self.recorders[call.call_sid] = recorder
         runner.tools.parties(from_number, to_number)
+        if leg_name == "phone":  # a Twilio call: transfer_call redirects it over REST
+            runner.tools.redirect = partial(redirect_call, self.settings)
         self.calls.add(runner)
         self.callers.add(from_number)
         self.metrics.call_started(leg_name)
@@ -204,4 +208,6 @@ def _outcome(ending: Ending) -> str:
         return "failed"
     if ending.reason.startswith(_HUNG_UP):
         return "caller_hung_up"
+    if ending.reason.startswith("transferred to "):
+        return "transferred"
     return "completed"

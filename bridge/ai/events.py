@@ -86,7 +86,8 @@ def _instructions(agent: Agent) -> str:
 
 def _tools(agent: Agent) -> dict[str, Any]:
     """``session.tools`` and ``tool_choice`` when the agent has any tools."""
-    tools = declarations(agent.tools, agent.builtin_tools)
+    targets = agent.transfer.names if agent.transfer else ()
+    tools = declarations(agent.tools, agent.builtin_tools, targets)
     return {"tools": tools, "tool_choice": "auto"} if tools else {}
 
 

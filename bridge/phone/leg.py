@@ -30,6 +30,7 @@ from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
 from bridge.guard import connect_allowed
 from bridge.leg import INTERNAL_ERROR, NORMAL, POLICY_VIOLATION, Ending, Feeder
+from bridge.outbound.amd import stream_started, token_subject
 from bridge.phone.protocol import MediaStream, Start, Stop, leg_input
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
 from bridge.services import Services
@@ -64,9 +65,13 @@ async def twilio_media(websocket: WebSocket) -> None:
     if start is None:
         return
     params = start.custom_parameters
+    # An outbound call's token names its one-time reference, not the call sid.
+    subject = token_subject(params, start.call_sid)
     try:
+        if subject is None:
+            raise SecurityError("outbound stream reference already used")
         check_stream_token(
-            settings.stream_token_secret, start.call_sid, params.get("token", ""), time.time()
+            settings.stream_token_secret, subject, params.get("token", ""), time.time()
         )
     except SecurityError as exc:
         logger.warning("call %s: media stream refused: %s", start.call_sid, exc)
@@ -90,12 +95,14 @@ async def twilio_media(websocket: WebSocket) -> None:
     logger.info(
         "call %s: stream %s started (agent %s)", call.call_sid, stream.stream_sid, agent.name
     )
+    stream_started(services, call, params)  # outbound: AMD may hold the greeting
     await services.run_call(
         call,
         leg,
         leg_name="phone",
         from_number=params.get("From", ""),
         to_number=params.get("To", ""),
+        direction="outbound" if params.get("direction") == "outbound" else "inbound",
     )
 
 

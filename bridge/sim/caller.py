@@ -82,6 +82,8 @@ async def simulate_call(
     hangup_after_s: float | None = None,
     on_event: EventCallback | None = None,
     dtmf: list[tuple[float, str]] | None = None,
+    twiml: str | None = None,
+    redirected: asyncio.Event | None = None,
 ) -> CallResult:
     """Place one simulated inbound call against the bridge at ``base_url``.
 
@@ -92,6 +94,10 @@ async def simulate_call(
     over it; the stream URL's public host is redirected to ``base_url``).
     ``on_event`` is called with each TimelineEvent as it happens (may be async).
     ``dtmf``: keypad presses, ``(seconds into the stream, digit)``.
+    ``twiml``: answer an outbound call instead: the TwiML given to ``calls.create`` (no
+    voice webhook is asked; ``call_sid`` should be the sid the REST API gave).
+    ``redirected``: once set (the call was redirected over REST, e.g. by the Twilio
+    stand-in's ``on_redirect``), the stream ends with ``stop`` as Twilio's does.
     Raises WebhookRejected / StreamRejected when the call cannot be set up.
     """
     audio = load_caller_audio(caller_wav)
@@ -103,6 +109,8 @@ async def simulate_call(
         on_event=on_event,
     )
     call.keys = sorted(dtmf or [])
+    call.twiml = twiml or ""
+    call.redirected = redirected
     return await call.run(base_url, public_url, auth_token, from_, to)
 
 
@@ -153,6 +161,7 @@ class _Call:
         self.callbacks: list[asyncio.Future[Any]] = []
         self.sent_frames = 0
         self.keys: list[tuple[float, str]] = []  # keypad presses still to send
+        self.redirected: asyncio.Event | None = None  # set: Twilio took the call elsewhere
 
     # -- setup -----------------------------------------------------------------------
 
@@ -165,10 +174,12 @@ class _Call:
         to: str,
     ) -> CallResult:
         loop = asyncio.get_running_loop()
-        params = voice_params(self.call_sid, self.account_sid, from_, to)
-        self.twiml, violations = await post_voice_webhook(
-            base_url, params, public_url=public_url, auth_token=auth_token
-        )
+        violations: list[str] = []
+        if not self.twiml:  # an inbound call: ask the voice webhook
+            params = voice_params(self.call_sid, self.account_sid, from_, to)
+            self.twiml, violations = await post_voice_webhook(
+                base_url, params, public_url=public_url, auth_token=auth_token
+            )
         t_twiml = loop.time()
         request_url = (public_url or base_url).rstrip("/") + VOICE_PATH
         # Twilio itself only ever connects to wss; a plain-http public URL is a local test.
@@ -241,6 +252,9 @@ class _Call:
                     self._event(t, "dtmf", digit)
             self._play(loop.time())
             await self._flush_outbox(ws)
+            if self.redirected is not None and self.redirected.is_set():
+                self._event(loop.time() - self.t0, "redirected")
+                return  # Twilio ends the stream with ``stop`` (see _stream)
             if k >= self.frames or self.closed:
                 return
             deadline = self.t0 + (k + 1) * FRAME_S

@@ -1,4 +1,4 @@
-"""Call control for one call, sans-I/O: tool calls, end_call, keypad digits, silence.
+"""Call control for one call, sans-I/O: tool calls, end_call, transfers, keypad, silence.
 
 The ``Call`` owns one :class:`CallControl`, hands it the model's events, keypad digits,
 tool results and the time, and moves its outboxes: ``to_model`` (Realtime client events),
@@ -15,7 +15,11 @@ response is active (else ``conversation_already_has_active_response``): outputs 
 wrong (unknown tool, arguments that are not JSON or do not fit the schema, a failed
 endpoint) becomes an error output the model can talk about, never an ended call.
 
-``end_call``: the call ends once the goodbye has been generated and played to its end
+``transfer_call`` (``bridge.tools.transfer``): a target off the allow-list or a leg that
+is not a Twilio call gets an error output; else the notice is said and, once heard like a
+goodbye, the runner redirects the call (``transfers``) and answers with a ToolResult: "ok"
+(``transferred_to``; Twilio's ``stop`` ends our leg) or an error output, and the call goes
+on. ``end_call``: the call ends once the goodbye has been generated and played to its end
 (playout drained, every mark echoed). A tool still running after ``tool_filler_after_ms``
 gets a filler line, out of band, when nothing else is being said. Silence after the
 agent's playout ended earns ``silence_prompt``; one more than ``silence_max_nudges``
@@ -36,6 +40,7 @@ from bridge.ai import events as rt
 from bridge.recent import Recent
 from bridge.tools.keypad import Keypad, Silence, keypad_text
 from bridge.tools.spec import ToolSpec
+from bridge.tools.transfer import NOT_ON_THIS_LEG, Transfer, check, dial_twiml
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +119,13 @@ class CallControl:
         self._ending_at = now
         self.keypad = Keypad(agent)
         self.silence = Silence(agent)
+        # transfer_call: the runner says whether the leg can be redirected (a Twilio call)
+        # and runs ``transfers``; ``transferred_to`` names the target once Twilio took it.
+        self.can_transfer = False
+        self.transfers: list[Transfer] = []
+        self.transferred_to: str | None = None
+        self._transfer: Transfer | None = None  # said its notice, waiting or redirecting
+        self._transfer_at = now
 
     # ------------------------------------------------------------------ inputs
 
@@ -168,6 +180,13 @@ class CallControl:
                 },
             )
         )
+        transfer = self._transfer
+        if transfer is not None and transfer.call_id == result.call_id:
+            self._transfer = None  # done: redirected, or an error the model hears next
+            if result.outcome == "ok":
+                self.transferred_to = transfer.target  # Twilio's ``stop`` ends our leg next
+                self.events.append(("transferred", {"target": transfer.target}))
+                return
         self._answer(result.call_id, result.output)
         self.poll(now, call)
 
@@ -209,6 +228,15 @@ class CallControl:
         idle = quiet and not (
             call.playing or self._running or self.keypad.pending or self._pending or self._respond
         )
+        if self._transfer is not None or self.transferred_to is not None:
+            waited = now - self._transfer_at >= END_GRACE_S  # a leg that stopped echoing
+            pending = self._transfer is not None and self._transfer.call_id not in self._running
+            if pending and (idle or waited):
+                assert self._transfer is not None
+                self._running[self._transfer.call_id] = now  # the notice was heard: redirect
+                self.transfers.append(self._transfer)
+            self.silence.busy()
+            return
         if self._ending is not None:
             if idle or now - self._ending_at >= END_GRACE_S:
                 self.hangup = self._ending
@@ -237,6 +265,8 @@ class CallControl:
             dues.append(self._filler_due)
         if self._ending is not None:
             dues.append(self._ending_at + END_GRACE_S)
+        if self._transfer is not None and self._transfer.call_id not in self._running:
+            dues.append(self._transfer_at + END_GRACE_S)
         return min((d for d in dues if d is not None), default=None)
 
     # ------------------------------------------------------------------ internals
@@ -253,6 +283,8 @@ class CallControl:
             arguments = json.loads(event.arguments or "{}")
         except ValueError:
             arguments = None
+        if name == "transfer_call" and name in self._builtins:
+            return self._transfer_call(call_id, arguments, now)
         if name in self._builtins:
             self._builtin(name, call_id, event.response_id, now)
             return
@@ -279,6 +311,23 @@ class CallControl:
             self.end("end_call", now, None if spoke else END_CALL_GOODBYE)
             return
         raise AssertionError(f"built-in {name!r} has no handler")  # see spec.BUILTINS
+
+    def _transfer_call(self, call_id: str, arguments: object, now: float) -> None:
+        """Say the notice; once it has been heard, ``poll`` hands the redirect over."""
+        config = check(self.agent.transfer, arguments)
+        if isinstance(config, str):
+            return self._refuse(call_id, "transfer_call", config)
+        if not self.can_transfer:
+            return self._refuse(call_id, "transfer_call", NOT_ON_THIS_LEG)
+        if self._transfer is not None or self._ending is not None:
+            return self._refuse(call_id, "transfer_call", "the call is already being ended")
+        assert isinstance(arguments, dict)  # check() said so
+        target = arguments["target"]
+        self._transfer = Transfer(call_id, target, dial_twiml(config, target))
+        self._transfer_at = now
+        self.events.append(("transfer", {"target": target}))
+        if config.notice:
+            self._respond, self._instructions = True, say(config.notice)
 
     def _refuse(self, call_id: str, name: str, message: str) -> None:
         logger.debug("tool call refused: %s", message)  # may quote the arguments

@@ -2,7 +2,9 @@
 
 The runner owns one :class:`ToolExecutor` per call. ``start`` runs a :class:`RunTool` as a
 task of its own (never on the audio path) and hands the :class:`ToolResult` to the
-runner's callback; ``close`` cancels what is still running when the call ends.
+runner's callback; ``start_transfer`` redirects the call for ``transfer_call`` through
+``redirect`` (the Twilio REST API, set for phone legs only); ``close`` cancels what is still
+running when the call ends.
 
 The request: ``POST`` (or the endpoint's method) of
 ``{"call": {"sid", "agent", "from", "to"}, "tool", "arguments"}`` as JSON, signed
@@ -25,14 +27,18 @@ from typing import Any
 import httpx
 
 from bridge.agents import Agent
+from bridge.errors import BridgeError
 from bridge.privacy import mask_number
 from bridge.tools.control import RunTool, ToolResult, error_output
 from bridge.tools.signing import SIGNATURE_HEADER, sign
+from bridge.tools.transfer import Transfer
 
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 ResultSink = Callable[[ToolResult], Awaitable[None]]
+# Redirects a live call (call sid, TwiML) through the Twilio REST API (``bridge.twilio_api``).
+Redirect = Callable[[str, str], Awaitable[None]]
 
 
 class ToolFailed(Exception):
@@ -52,6 +58,8 @@ class ToolExecutor:
         self.called = ""
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by Services for Twilio calls: transfer_call is possible (else "not on this leg").
+        self.redirect: Redirect | None = None
 
     def parties(self, caller: str, called: str) -> None:
         """The call's numbers (raw; ``from`` is masked in requests unless allowed)."""
@@ -61,6 +69,35 @@ class ToolExecutor:
         task = asyncio.create_task(self._run(command), name=f"tool {command.spec.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def start_transfer(self, transfer: Transfer) -> None:
+        """Redirect the call for ``transfer_call``; the result reaches the sink like a tool's."""
+        task = asyncio.create_task(self._transfer(transfer), name="transfer_call")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _transfer(self, transfer: Transfer) -> None:
+        started = time.monotonic()
+        output, outcome = json.dumps({"status": "transferring", "target": transfer.target}), "ok"
+        try:
+            if self.redirect is None:
+                raise BridgeError("this leg cannot be redirected")
+            await self.redirect(self.call_sid, transfer.twiml)
+        except BridgeError as exc:  # TwilioApiError, or ConfigError: no account configured
+            logger.warning(
+                "call %s: transfer to %s failed: %s", self.call_sid, transfer.target, exc
+            )
+            status = getattr(exc, "status", None)
+            outcome = f"http_{status}" if status else "transfer_failed"
+            output = error_output(
+                f"the transfer to {transfer.target} failed ({exc}); the call goes on: "
+                "tell the caller"
+            )
+        await self.sink(
+            ToolResult(
+                transfer.call_id, "transfer_call", output, outcome, time.monotonic() - started
+            )
+        )
 
     async def close(self) -> None:
         for task in list(self._tasks):

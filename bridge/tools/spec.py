@@ -3,7 +3,8 @@
 Owns the agents-file shape of a tool (``[[agents.NAME.tools]]``: name, description, JSON
 Schema ``parameters`` and an HTTP endpoint) and its checks, ``${ENV}`` expansion in
 endpoint headers (done once, at load time, from the environment ``bridge.config`` read),
-the built-in tools (``BUILTINS``: ``end_call`` today; ``transfer_call`` belongs here too)
+the built-in tools (``BUILTINS``: ``end_call``, ``transfer_call``, whose rules are in
+``bridge.tools.transfer``)
 and the ``tools`` list sent in ``session.update``. It must not do I/O.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from bridge.errors import ConfigError
+from bridge.tools import transfer
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -63,6 +65,13 @@ BUILTINS: dict[str, ToolSpec] = {
         "End the phone call. Say a short goodbye first, then call this; the line is closed "
         "once the caller has heard everything you said.",
         _NO_ARGS,
+    ),
+    # Declared per agent with ``target`` an enum of its allow-list (see ``declarations``).
+    "transfer_call": ToolSpec(
+        "transfer_call",
+        "Transfer the caller to a person or team. Pick the target by name from the list; "
+        "the caller hears a short notice, then the call is connected to them.",
+        transfer.parameters(()),
     ),
 }
 
@@ -145,9 +154,17 @@ def expand_env(value: str, where: str, env: Mapping[str, str]) -> str:
     return _ENV_REF.sub(sub, value)
 
 
-def declarations(tools: tuple[ToolSpec, ...], builtins: tuple[str, ...]) -> list[dict[str, Any]]:
-    """``session.tools`` for an agent's HTTP tools and enabled built-ins."""
-    return [t.declaration() for t in (*tools, *(BUILTINS[n] for n in builtins))]
+def declarations(
+    tools: tuple[ToolSpec, ...], builtins: tuple[str, ...], transfer_targets: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """``session.tools`` for an agent's HTTP tools and enabled built-ins; ``transfer_call``
+    lists the agent's transfer targets by name."""
+    specs = [*tools, *(BUILTINS[n] for n in builtins)]
+    targets = transfer.parameters(transfer_targets)
+    return [
+        (replace(t, parameters=targets) if t.name == transfer.NAME else t).declaration()
+        for t in specs
+    ]
 
 
 def trigger_lines(triggers: tuple[tuple[str, str], ...]) -> str:

@@ -148,7 +148,7 @@ def test_the_shipped_example_loads_and_declares_its_tools() -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / "agents.toml"
     [agent], _ = load_agents(path, Agent(), env)
     session: dict[str, Any] = rt.session_update(agent)["session"]
-    assert [t["name"] for t in session["tools"]] == ["lookup_order", "end_call"]
+    assert [t["name"] for t in session["tools"]] == ["lookup_order", "end_call", "transfer_call"]
     assert session["tool_choice"] == "auto"
     assert "secret" not in repr(agent).lower() or "tools_secret=" not in repr(agent)
 

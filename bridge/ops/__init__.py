@@ -1,0 +1,1 @@
+"""Operator commands: ``bridge call``, ``bridge twilio numbers|setup``, ``bridge doctor``."""
