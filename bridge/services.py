@@ -168,7 +168,9 @@ class Services:
         if leg_name == "phone":  # a Twilio call: transfer_call redirects it over REST
             runner.tools.redirect = partial(redirect_call, self.settings)
         self.calls.add(runner)
-        self.callers.add(from_number)
+        # The cap is per person on the other end: on an outbound call From is our own number.
+        party = to_number if direction == "outbound" else from_number
+        self.callers.add(party)
         self.metrics.call_started(leg_name)
         self.metrics.calls_active = len(self.calls)
         ending = Ending("internal error", INTERNAL_ERROR)
@@ -183,7 +185,7 @@ class Services:
             self.recorders.pop(call.call_sid, None)
             if recording is not None:
                 recording.close(time.monotonic())
-            self.callers.remove(from_number)
+            self.callers.remove(party)
             self.breaker.call_ended(
                 call.call_sid,
                 reached_model=runner.model is not None,

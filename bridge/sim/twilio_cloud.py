@@ -344,6 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             status, body = exc.status, exc.body()
         data = json.dumps(body).encode()
+        # Recorded before the answer leaves: a client that got its answer finds its request.
+        with cloud._cond:
+            req.status = status
+            cloud.requests.append(req)
+            cloud._cond.notify_all()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -351,10 +356,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", 'Basic realm="Twilio API"')
         self.end_headers()
         self.wfile.write(data)
-        with cloud._cond:
-            req.status = status
-            cloud.requests.append(req)
-            cloud._cond.notify_all()
 
     def _auth_ok(self) -> bool:
         header = self.headers.get("Authorization", "")

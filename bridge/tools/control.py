@@ -49,6 +49,9 @@ SAY = "Say exactly this, and nothing else: "
 END_CALL_GOODBYE = "Thank you for calling. Goodbye!"
 # An ending whose goodbye never finishes playing (a leg that stops echoing) ends anyway.
 END_GRACE_S = 30.0
+# Twilio ends our stream with ``stop`` once a redirect took the call; if it does not, the
+# bridge closes the leg itself this long after the redirect (the caller is already gone).
+TRANSFER_STOP_WAIT_S = 10.0
 ACTIVE_RESPONSE = "conversation_already_has_active_response"
 
 
@@ -124,6 +127,7 @@ class CallControl:
         self.can_transfer = False
         self.transfers: list[Transfer] = []
         self.transferred_to: str | None = None
+        self._transferred_at = 0.0
         self._transfer: Transfer | None = None  # said its notice, waiting or redirecting
         self._transfer_at = now
 
@@ -185,6 +189,7 @@ class CallControl:
             self._transfer = None  # done: redirected, or an error the model hears next
             if result.outcome == "ok":
                 self.transferred_to = transfer.target  # Twilio's ``stop`` ends our leg next
+                self._transferred_at = now
                 self.events.append(("transferred", {"target": transfer.target}))
                 return
         self._answer(result.call_id, result.output)
@@ -228,6 +233,10 @@ class CallControl:
         idle = quiet and not (
             call.playing or self._running or self.keypad.pending or self._pending or self._respond
         )
+        if self.transferred_to is not None and now - self._transferred_at >= TRANSFER_STOP_WAIT_S:
+            self.hangup = f"transferred to {self.transferred_to}"  # no ``stop`` came
+            self.events.append(("hangup", {"reason": self.hangup}))
+            return
         if self._transfer is not None or self.transferred_to is not None:
             waited = now - self._transfer_at >= END_GRACE_S  # a leg that stopped echoing
             pending = self._transfer is not None and self._transfer.call_id not in self._running
@@ -267,6 +276,8 @@ class CallControl:
             dues.append(self._ending_at + END_GRACE_S)
         if self._transfer is not None and self._transfer.call_id not in self._running:
             dues.append(self._transfer_at + END_GRACE_S)
+        if self.transferred_to is not None:
+            dues.append(self._transferred_at + TRANSFER_STOP_WAIT_S)
         return min((d for d in dues if d is not None), default=None)
 
     # ------------------------------------------------------------------ internals

@@ -12,7 +12,7 @@ from bridge.ai import events as rt
 from bridge.ai.events import session_update
 from bridge.call import Call
 from bridge.errors import ConfigError
-from bridge.tools.control import END_GRACE_S, ToolResult
+from bridge.tools.control import END_GRACE_S, TRANSFER_STOP_WAIT_S, ToolResult
 from bridge.tools.transfer import check, dial_twiml, parse_transfer
 from tests.tools.helpers import agent_from
 
@@ -118,6 +118,12 @@ def test_success_marks_the_call_transferred_and_no_output_is_sent(tmp_path: Path
     call.tool_result(ToolResult("c1", "transfer_call", "{}", "ok", 0.1), 0.5)
     assert call.control.transferred_to == "support"
     assert call.to_model == []
+    # Twilio's ``stop`` normally ends the leg; without one the bridge closes it itself.
+    assert call.control.next_due(0.6) == 0.5 + TRANSFER_STOP_WAIT_S
+    call.tick(0.5 + TRANSFER_STOP_WAIT_S - 0.01)
+    assert call.hangup is None
+    call.tick(0.5 + TRANSFER_STOP_WAIT_S)
+    assert call.hangup == "transferred to support"
 
 
 def test_not_on_this_leg_and_not_on_the_list(tmp_path: Path) -> None:
