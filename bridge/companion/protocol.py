@@ -177,8 +177,8 @@ def parse_traits(raw: object) -> dict[str, int]:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
+            or not 0 <= value <= 100  # before isfinite: a huge int overflows a float
             or not math.isfinite(value)
-            or not 0 <= value <= 100
         ):
             raise CompanionError(f"personalityTraits.{name} must be a number from 0 to 100")
         traits[name] = round(value)
@@ -219,7 +219,11 @@ def _number(raw: dict[str, Any], key: str, default: float) -> float:
     value = raw.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not -1e9 < value < 1e9  # also keeps a huge int from overflowing float()
+    ):
         raise CompanionError(f"voiceSettings.{key} must be a number")
     return float(value)
 

@@ -169,7 +169,10 @@ class RealtimeProxy:
             return
         try:
             self._pace(session)
-            size = len(data) if isinstance(data, str) else len(json.dumps(data))
+            try:
+                size = len(data) if isinstance(data, str) else len(json.dumps(data))
+            except (TypeError, ValueError, RecursionError):  # binary inside; nested too deep
+                raise Refusal("invalid_json", "a realtime-message must be plain JSON") from None
             limit = self.services.settings.max_message_bytes
             if size > limit:
                 raise Refusal(
@@ -179,7 +182,7 @@ class RealtimeProxy:
             if isinstance(data, str):
                 try:
                     data = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise Refusal("invalid_json", "a realtime-message text must be JSON") from None
             event = self._admit_event(session, data)
         except Refusal as exc:

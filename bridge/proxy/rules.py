@@ -87,7 +87,10 @@ def restrict_session(
     """The part of a GA session config a client may set, and the fields removed."""
     kept: dict[str, Any] = {}
     removed: list[str] = []
-    _walk(session, (), kept, removed, set(may_set))
+    try:
+        _walk(session, (), kept, removed, set(may_set))
+    except RecursionError:  # copying JSON nested hundreds deep
+        raise Refusal("invalid_event", "the session is nested too deeply") from None
     return kept, removed
 
 

@@ -110,16 +110,19 @@ def client_to_ga(event: dict[str, Any]) -> dict[str, Any]:
     """A beta client event as the GA event the model takes (a new dict)."""
     kind = event.get("type")
     out = {k: v for k, v in event.items() if k != "session"}
-    if kind in ("session.create", "session.update"):
-        session = event.get("session", {})
-        if not isinstance(session, dict):
-            raise TranslationError("invalid_type", f"{kind}: 'session' must be an object")
-        out["type"] = "session.update"
-        out["session"] = session_to_ga(session)
-    elif kind == "response.create" and isinstance(event.get("response"), dict):
-        out["response"] = response_to_ga(event["response"])
-    elif kind == "conversation.item.create" and isinstance(event.get("item"), dict):
-        out["item"] = _item(event["item"], _PART_TO_GA)
+    try:
+        if kind in ("session.create", "session.update"):
+            session = event.get("session", {})
+            if not isinstance(session, dict):
+                raise TranslationError("invalid_type", f"{kind}: 'session' must be an object")
+            out["type"] = "session.update"
+            out["session"] = session_to_ga(session)
+        elif kind == "response.create" and isinstance(event.get("response"), dict):
+            out["response"] = response_to_ga(event["response"])
+        elif kind == "conversation.item.create" and isinstance(event.get("item"), dict):
+            out["item"] = _item(event["item"], _PART_TO_GA)
+    except RecursionError:  # copying JSON nested hundreds deep
+        raise TranslationError("invalid_value", f"{kind}: nested too deeply") from None
     return out
 
 
@@ -179,6 +182,8 @@ def response_to_ga(beta: dict[str, Any]) -> dict[str, Any]:
             case "temperature":
                 pass
             case "input":
+                if not isinstance(value, list):
+                    raise TranslationError("invalid_type", "'response.input' must be a list")
                 out["input"] = [_item(i, _PART_TO_GA) if isinstance(i, dict) else i for i in value]
             case _:
                 out[key] = copy.deepcopy(value)

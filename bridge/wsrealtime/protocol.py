@@ -79,7 +79,7 @@ def parse_request(message: str | bytes | None) -> Request:
         raise PhoneProtocolError(f"message is over {MAX_MESSAGE_CHARS} characters")
     try:
         data = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise PhoneProtocolError("message is not JSON") from None
     if not isinstance(data, dict):
         raise PhoneProtocolError("message must be a JSON object with a type")
@@ -88,6 +88,8 @@ def parse_request(message: str | bytes | None) -> Request:
         session = data.get("session")
         if session is not None and not isinstance(session, dict):
             raise PhoneProtocolError("session must be an object")
+        if not _sendable(session):
+            raise PhoneProtocolError("session must be plain JSON: no NaN, no lone surrogates")
         expires = data.get("expiresIn", 600)
         if not isinstance(expires, int) or isinstance(expires, bool) or not 10 <= expires <= 7200:
             raise PhoneProtocolError("expiresIn must be a whole number of seconds, 10 to 7200")
@@ -96,16 +98,27 @@ def parse_request(message: str | bytes | None) -> Request:
         text, voice, fmt = data.get("text"), data.get("voice"), data.get("format", "wav")
         if not isinstance(text, str) or not text.strip():
             raise PhoneProtocolError("tts_request needs text")
+        if not _sendable(text):
+            raise PhoneProtocolError("text must be valid Unicode: no lone surrogates")
         if len(text) > MAX_TTS_CHARS:
             raise PhoneProtocolError(
                 f"text is {len(text)} characters; the limit is {MAX_TTS_CHARS}: split it"
             )
-        if voice is not None and voice not in TTS_VOICES:
+        if voice is not None and (not isinstance(voice, str) or voice not in TTS_VOICES):
             raise PhoneProtocolError(f"voice must be one of {', '.join(sorted(TTS_VOICES))}")
         if fmt not in TTS_FORMATS:
             raise PhoneProtocolError(f"format must be one of {', '.join(TTS_FORMATS)}")
         return TtsRequest(text, voice, fmt)
     raise PhoneProtocolError(f"unknown type {str(kind)[:40]!r}")
+
+
+def _sendable(value: object) -> bool:
+    """Whether ``value`` can go on to OpenAI as a JSON body (strict JSON, UTF-8)."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
 
 
 class RequestBudget:
