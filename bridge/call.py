@@ -88,6 +88,7 @@ class Call:
         self._greeting_until: float | None = None
         self._pending_local: BargeIn | None = None
         self._resume_after_done = False  # an unconfirmed barge-in waits out a response
+        self._create_sent = False  # a response asked for and not created yet
         self._local = (
             LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (agent.local_barge_in) else None
         )
@@ -178,8 +179,11 @@ class Call:
         """Typed input from the leg: a user message, then a response."""
         self.control.caller_typed()
         # A response whose audio is all here is not cancelled (see _barge_in) but is not
-        # done either: asking for the next one now would collide with it.
-        finishing = self._response_id is not None and self._response_audio_done
+        # done either, and one asked for is not created yet: asking for the next one now
+        # would collide with it (conversation_already_has_active_response).
+        finishing = (self._response_id is not None and self._response_audio_done) or (
+            self._create_sent
+        )
         if self.playout.active or self._response_id:
             self._barge_in(now, trigger="client", confirmed=True)
         self._conversation.user(None, text)
@@ -191,7 +195,7 @@ class Call:
         if finishing:
             self._resume_after_done = True
         else:
-            self.to_model.append(rt.response_create())
+            self._respond()
         self._event(now, "user_text", chars=len(text), text=text)
 
     # ------------------------------------------------------------------ model side
@@ -219,7 +223,7 @@ class Call:
                 self.to_model.append(rt.input_audio_append(chunk))
             if self._respond_on_connect:
                 self._respond_on_connect = False
-                self.to_model.append(rt.response_create())
+                self._respond()
             self._event(
                 now, "model_reconnected", session=self.sessions, replayed=replayed, held_ms=held_ms
             )
@@ -227,7 +231,7 @@ class Call:
         # A conversation continued from an earlier call (``continue_from``) starts with it.
         self.to_model.extend(self._conversation.replay(self.replay_max_items))
         if self.greet and self.agent.greeting:
-            self.to_model.append(rt.response_create(greeting_instructions(self.agent.greeting)))
+            self._respond(greeting_instructions(self.agent.greeting))
             # The guard window starts with the greeting's first audio, not now: the model
             # takes a moment to answer.
             self._greeting_pending = True
@@ -242,7 +246,7 @@ class Call:
         # A callee who spoke first is already being answered: that is the greeting.
         answering = self._first_audio_seen or self.response_active
         if self.model_ready and self.agent.greeting and not answering:
-            self.to_model.append(rt.response_create(greeting_instructions(self.agent.greeting)))
+            self._respond(greeting_instructions(self.agent.greeting))
             self._greeting_pending = True
 
     def model_event(self, event: rt.ServerEvent, now: float) -> None:
@@ -264,6 +268,7 @@ class Call:
                 self._conversation.user(item_id)
                 self._event(now, "speech_stopped", audio_end_ms=end_ms)
             case rt.ResponseCreated(response_id=response_id):
+                self._create_sent = False
                 self._response_id = response_id
                 self._response_audio_done = False
                 self._response_items.setdefault(response_id, [])
@@ -280,7 +285,7 @@ class Call:
                     self._response_id = None
                     if self._resume_after_done:
                         self._resume_after_done = False
-                        self.to_model.append(rt.response_create())
+                        self._respond()
                 self._response_items.pop(response_id, None)
                 self._event(
                     now, "response_done", status=status, usage=usage, response_id=response_id
@@ -296,6 +301,7 @@ class Call:
                 self._conversation.assistant_done(item_id, text)
                 self._event(now, "transcript", role="assistant", text=text, item_id=item_id)
             case rt.ServerError(code=code, message=message):
+                self._create_sent = False  # perhaps it refused what we asked for
                 kind = log_model_error(self.call_sid, event)
                 self._event(now, "model_error", code=code, message=message, category=kind)
             case rt.SessionCreated() | rt.SessionUpdated():
@@ -362,6 +368,7 @@ class Call:
         self._response_items.clear()
         self._pending_local = None
         self._resume_after_done = False
+        self._create_sent = False
         self._greeting_pending = False
         if not self._caller_speaking:
             self._hold.clear()  # else the utterance so far goes to the next session
@@ -410,7 +417,7 @@ class Call:
             self._pending_local = None
             self._event(now, "barge_in_unconfirmed")
             if self._response_id is None:
-                self.to_model.append(rt.response_create())
+                self._respond()
             else:  # creating one now would collide with the response in flight
                 self._resume_after_done = True
 
@@ -558,6 +565,11 @@ class Call:
         for kind, detail in control.events:
             self._event(now, kind, **detail)
         control.events.clear()
+
+    def _respond(self, instructions: str | None = None) -> None:
+        """Ask for a response; until it is created, typed input waits for it to end."""
+        self.to_model.append(rt.response_create(instructions))
+        self._create_sent = True
 
     def _event(self, now: float, kind: str, **detail: Any) -> None:
         self.events.append(CallEvent(now - self.started_at, kind, detail))

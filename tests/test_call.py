@@ -310,6 +310,8 @@ def test_text_input_becomes_a_user_message_and_a_response():
     pair = Pair()
     pair.call.model_connected(0.0)
     pair.deliver()
+    pair.model(rt.ResponseCreated("resp_greeting"))
+    pair.model(rt.ResponseDone("resp_greeting", "completed"))
     pair.call.text_input("What are your hours?", 0.1)
     pair.deliver()
     assert [e["type"] for e in pair.to_model[-2:]] == [
@@ -331,6 +333,27 @@ def test_typed_input_waits_for_a_finishing_response_before_asking_for_the_next()
     assert len(pair.sent("response.create")) == creates  # not yet: it would collide
     pair.model(rt.ResponseDone("resp_1", "completed"))
     assert len(pair.sent("response.create")) == creates + 1
+
+
+def test_typing_again_before_the_response_is_created_waits_for_it():
+    pair = Pair()
+    pair.call.greet = False
+    pair.call.model_connected(0.0)
+    pair.deliver()
+    pair.call.text_input("Hello?", 0.1)
+    pair.call.text_input("Are you there?", 0.1)  # before response.created came back
+    pair.deliver()
+    assert len(pair.sent("conversation.item.create")) == 2
+    assert len(pair.sent("response.create")) == 1  # a second would collide with the first
+    assert pair.sent("response.cancel") == []
+    pair.model(rt.ResponseCreated("resp_1"))
+    assert len(pair.sent("response.create")) == 1
+    pair.model(rt.ResponseDone("resp_1", "completed"))
+    assert len(pair.sent("response.create")) == 2  # now the second message is answered
+    pair.model(rt.ServerError("invalid_request_error", "rate_limit_exceeded", "slow down", None))
+    pair.call.text_input("Hello again.", 0.3)
+    pair.deliver()
+    assert len(pair.sent("response.create")) == 3  # nothing left waiting forever
 
 
 def test_stop_closes_the_call_and_stops_playout():
