@@ -41,8 +41,10 @@ check: $(VENV)/.test
 	$(VENV)/bin/ruff format --check bridge twiml tests
 	$(VENV)/bin/mypy
 
+# The suite mostly waits on real-time audio: several processes share the cores well.
+TEST_WORKERS ?= 4
 test: setup-test check
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup-test
 	$(VENV)/bin/bridge bench
