@@ -13,8 +13,10 @@ or the local agent): ``realtime-message`` (a JSON client event, object or text) 
 and ``realtime-error`` (``{code, message, event_type?}``: a refused event) out. Beta
 clients are translated both ways (``bridge.proxy.translate``); what passes is decided by
 ``bridge.proxy.rules``. The model session opens with the first accepted event, so a
-client that is refused everything costs nothing. It is no Call: it counts in the metrics
-(leg ``realtime_proxy``), ``MAX_CALLS`` and the call records all the same.
+client that is refused everything costs nothing. A model event the proxy cannot decode or
+deliver (a shape nothing here expected) is skipped with a warning; the session goes on.
+It is no Call: it counts in the metrics (leg ``realtime_proxy``), ``MAX_CALLS`` and the
+call records all the same.
 
 Connect options (``auth`` or query): ``agentId``, ``protocol`` (``beta``, ``ga``; by
 default told from the first session event, beta until then), ``audio`` (``json`` or
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -79,6 +80,7 @@ class _Session:
     model: ClientConnection | None = None
     pump: asyncio.Task[None] | None = None
     refusals: int = 0
+    skipped: int = 0  # model events that could not be delivered
     ended: bool = False
     failed: bool = False
     opening: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -333,10 +335,13 @@ class RealtimeProxy:
             async for message in model:
                 try:
                     event = json.loads(message)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON; nested past the decoder
                     continue
                 if isinstance(event, dict):
-                    await self._deliver(session, event)
+                    try:
+                        await self._deliver(session, event)
+                    except Exception as exc:  # one odd event: skipped, the session goes on
+                        self._skipped(session, event, exc)
         except Exception as exc:
             reason = f"model connection lost: {type(exc).__name__}"
         if not session.ended:
@@ -360,12 +365,26 @@ class RealtimeProxy:
         if is_audio:
             metrics.frames_out += 1
             if session.binary_audio:
-                with contextlib.suppress(binascii.Error, TypeError):
-                    await session.link.emit("realtime-response", base64.b64decode(event["delta"]))
+                pcm: bytes | None = None
+                with contextlib.suppress(ValueError, TypeError, KeyError):  # not base64: as JSON
+                    pcm = base64.b64decode(event["delta"])
+                if pcm is not None:
+                    await session.link.emit("realtime-response", pcm)
                     return
         out = event if session.protocol == "ga" else server_to_beta(event)
         if out is not None:
             await session.link.emit("realtime-response", out)
+
+    def _skipped(self, session: _Session, event: dict[str, Any], exc: Exception) -> None:
+        session.skipped += 1
+        if session.skipped <= LOGGED or session.skipped % 1000 == 0:
+            logger.warning(
+                "realtime proxy %s: skipped a model event %.64r (%d so far): %s",
+                session.id,
+                event.get("type"),
+                session.skipped,
+                type(exc).__name__,
+            )
 
     async def _close(self, session: _Session, reason: str) -> None:
         """End a session: its model session, its record, its place in the counts."""

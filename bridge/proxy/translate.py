@@ -13,7 +13,8 @@ service no longer accepts. The proxy speaks GA to the model and translates for t
 * model → client (:func:`server_to_beta`): GA event names back to beta ones (table
   ``SERVER_RENAMES``), sessions and responses back to the flat beta shape, content parts
   back to ``text`` / ``audio``; ``conversation.item.done`` (no beta equivalent: the item
-  already came as ``conversation.item.created``) is dropped.
+  already came as ``conversation.item.created``) is dropped. The model is a remote peer:
+  this direction never raises, and a field of a shape it does not know passes as it came.
 
 A GA client needs none of this: :func:`detect_protocol` tells from its first session
 event, or the connect option ``protocol`` says so.
@@ -226,12 +227,15 @@ def _part(part: object, parts: dict[str, str]) -> object:
 
 
 def server_to_beta(event: dict[str, Any]) -> dict[str, Any] | None:
-    """A GA server event as a beta client expects it (None: beta has no such event)."""
+    """A GA server event as a beta client expects it (None: beta has no such event).
+
+    Never raises: the model is a remote peer, and a field of a shape this does not know
+    (or a new one) passes as it came. The event itself is not changed."""
     kind = event.get("type")
-    if kind in BETA_DROPPED:
-        return None
     if not isinstance(kind, str):
         return event
+    if kind in BETA_DROPPED:
+        return None
     out = dict(event)
     out["type"] = SERVER_RENAMES.get(kind, kind)
     if isinstance(out.get("session"), dict):
@@ -247,16 +251,15 @@ def server_to_beta(event: dict[str, Any]) -> dict[str, Any] | None:
 
 def session_to_beta(ga: dict[str, Any]) -> dict[str, Any]:
     """A GA session (as ``session.created`` / ``updated`` report it) in the flat beta shape."""
-    audio: dict[str, Any] = ga["audio"] if isinstance(ga.get("audio"), dict) else {}
-    audio_in: dict[str, Any] = audio.get("input") or {}
-    audio_out: dict[str, Any] = audio.get("output") or {}
+    audio = _obj(ga.get("audio"))
+    audio_in, audio_out = _obj(audio.get("input")), _obj(audio.get("output"))
     out: dict[str, Any] = {
         k: v
         for k, v in ga.items()
         if k not in ("type", "audio", "output_modalities", "max_output_tokens")
     }
     if "output_modalities" in ga:
-        out["modalities"] = ["text", "audio"] if "audio" in ga["output_modalities"] else ["text"]
+        out["modalities"] = _modalities_to_beta(ga["output_modalities"])
     if "max_output_tokens" in ga:
         out["max_response_output_tokens"] = ga["max_output_tokens"]
     for side, key, beta_key in (
@@ -265,7 +268,7 @@ def session_to_beta(ga: dict[str, Any]) -> dict[str, Any]:
     ):
         fmt = side.get(key)
         if isinstance(fmt, dict):
-            out[beta_key] = _FORMAT_NAMES.get(fmt.get("type"), fmt.get("type"))
+            out[beta_key] = _format_name(fmt.get("type"), fmt.get("type"))
     for side, key, beta_key in (
         (audio_in, "transcription", "input_audio_transcription"),
         (audio_in, "turn_detection", "turn_detection"),
@@ -281,14 +284,29 @@ def session_to_beta(ga: dict[str, Any]) -> dict[str, Any]:
 def _response_to_beta(ga: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in ga.items() if k not in ("output_modalities", "audio")}
     if "output_modalities" in ga:
-        out["modalities"] = ["text", "audio"] if "audio" in ga["output_modalities"] else ["text"]
-    audio_out = (ga.get("audio") or {}).get("output") or {}
+        out["modalities"] = _modalities_to_beta(ga["output_modalities"])
+    audio_out = _obj(_obj(ga.get("audio")).get("output"))
     if "voice" in audio_out:
         out["voice"] = audio_out["voice"]
     if isinstance(audio_out.get("format"), dict):
-        out["output_audio_format"] = _FORMAT_NAMES.get(audio_out["format"].get("type"), "pcm16")
+        out["output_audio_format"] = _format_name(audio_out["format"].get("type"), "pcm16")
     if isinstance(ga.get("output"), list):
         out["output"] = [
             _item(i, _PART_TO_BETA) if isinstance(i, dict) else i for i in ga["output"]
         ]
     return out
+
+
+def _obj(value: object) -> dict[str, Any]:
+    """A server field read as an object: anything else (null, a list, ...) as none."""
+    return value if isinstance(value, dict) else {}
+
+
+def _modalities_to_beta(value: object) -> object:
+    if not isinstance(value, list):
+        return value  # not a GA shape: passed as it came
+    return ["text", "audio"] if "audio" in value else ["text"]
+
+
+def _format_name(kind: object, default: object) -> object:
+    return _FORMAT_NAMES.get(kind, default) if isinstance(kind, str) else default

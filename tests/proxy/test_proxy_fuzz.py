@@ -20,11 +20,13 @@ import pytest
 from hypothesis import currently_in_test_context, example, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
-from openai.types.realtime import RealtimeClientEvent
+from openai.types.beta.realtime import RealtimeServerEvent as BetaRealtimeServerEvent
+from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from bridge.agents import Agent
 from bridge.proxy.namespace import RealtimeProxy
+from bridge.proxy.record import from_server
 from bridge.proxy.rules import (
     CLIENT_EVENTS,
     RateCap,
@@ -33,12 +35,16 @@ from bridge.proxy.rules import (
     restrict_session,
 )
 from bridge.proxy.translate import (
+    BETA_DROPPED,
+    SERVER_RENAMES,
     TranslationError,
     client_to_ga,
+    server_to_beta,
     session_to_beta,
     session_to_ga,
 )
 from tests.phone.test_phone_fuzz import (
+    JSON_VALUES,
     SWEEP_EXAMPLES,
     WILD_TEXT,
     Raw,
@@ -333,3 +339,209 @@ def test_the_rate_cap_never_allows_more_than_its_rate(per_s, burst, steps):
         now += dt
         allowed += cap.allow(now)
         assert allowed <= burst + now * per_s + 1e-9
+
+
+# ---------------------------------------------------------------------- model → client
+# The model is a remote peer: whatever it sends, ``server_to_beta`` gives the beta event
+# (or None for events beta never had) and never raises (its docstring); the namespace's
+# record of it (``bridge.proxy.record.from_server``) never raises either.
+
+GA_SERVER: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
+BETA_SERVER: TypeAdapter[Any] = TypeAdapter(BetaRealtimeServerEvent)
+
+GA_SESSION: dict[str, Any] = {
+    "type": "realtime",
+    "object": "realtime.session",
+    "id": "sess_1",
+    "model": "gpt-realtime",
+    "output_modalities": ["audio"],
+    "instructions": "Be brief.",
+    "tools": [],
+    "tool_choice": "auto",
+    "max_output_tokens": "inf",
+    "audio": {
+        "input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": "whisper-1"},
+            "noise_reduction": {"type": "near_field"},
+            "turn_detection": {
+                "type": "server_vad",
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": 500,
+            },
+        },
+        "output": {"format": {"type": "audio/pcmu"}, "voice": "marin", "speed": 1.0},
+    },
+}
+GA_ASSISTANT_ITEM: dict[str, Any] = {
+    "id": "item_1",
+    "type": "message",
+    "object": "realtime.item",
+    "role": "assistant",
+    "status": "completed",
+    "content": [{"type": "output_audio", "transcript": "Hi there."}],
+}
+GA_RESPONSE: dict[str, Any] = {
+    "id": "resp_1",
+    "object": "realtime.response",
+    "status": "completed",
+    "output_modalities": ["audio"],
+    "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}},
+    "output": [GA_ASSISTANT_ITEM],
+    "usage": {"total_tokens": 10, "input_tokens": 4, "output_tokens": 6},
+}
+_IDS = {"event_id": "event_1", "response_id": "resp_1", "item_id": "item_1"}
+_AT = {"output_index": 0, "content_index": 0}
+SERVER_EVENTS: dict[str, dict[str, Any]] = {
+    "session.created": {"type": "session.created", "event_id": "event_1", "session": GA_SESSION},
+    "session.updated": {"type": "session.updated", "event_id": "event_1", "session": GA_SESSION},
+    "response.created": {
+        "type": "response.created",
+        "event_id": "event_1",
+        "response": {**GA_RESPONSE, "status": "in_progress", "output": []},
+    },
+    "response.done": {"type": "response.done", "event_id": "event_1", "response": GA_RESPONSE},
+    "conversation.item.added": {
+        "type": "conversation.item.added",
+        "event_id": "event_1",
+        "previous_item_id": None,
+        "item": GA_ASSISTANT_ITEM,
+    },
+    "conversation.item.done": {
+        "type": "conversation.item.done",
+        "event_id": "event_1",
+        "previous_item_id": None,
+        "item": GA_ASSISTANT_ITEM,
+    },
+    "response.output_item.added": {
+        "type": "response.output_item.added",
+        "event_id": "event_1",
+        "response_id": "resp_1",
+        "output_index": 0,
+        "item": GA_ASSISTANT_ITEM,
+    },
+    "response.content_part.added": {
+        "type": "response.content_part.added",
+        **_IDS,
+        **_AT,
+        "part": {"type": "audio", "transcript": ""},
+    },
+    "response.output_audio.delta": {
+        "type": "response.output_audio.delta",
+        **_IDS,
+        **_AT,
+        "delta": "AAAAAA==",
+    },
+    "response.output_audio_transcript.done": {
+        "type": "response.output_audio_transcript.done",
+        **_IDS,
+        **_AT,
+        "transcript": "Hi there.",
+    },
+    "error": {
+        "type": "error",
+        "event_id": "event_1",
+        "error": {"type": "invalid_request_error", "code": "x", "message": "no", "param": None},
+    },
+}
+SERVER_TYPES = (*SERVER_EVENTS, *SERVER_RENAMES, "input_audio_buffer.speech_started")
+SERVER_KEYS = ("type", "session", "response", "item", "part", "audio", "output", "delta")
+ANY_SERVER_EVENT = st.fixed_dictionaries(
+    {"type": st.sampled_from(sorted(SERVER_TYPES)) | JSON_VALUES},
+    optional={
+        "session": st.dictionaries(
+            st.sampled_from(sorted(GA_SESSION)) | WILD_TEXT, JSON_VALUES, max_size=5
+        )
+        | JSON_VALUES,
+        "response": st.dictionaries(
+            st.sampled_from(sorted(GA_RESPONSE)) | WILD_TEXT, JSON_VALUES, max_size=5
+        )
+        | JSON_VALUES,
+        "item": JSON_VALUES,
+        "part": JSON_VALUES,
+        "delta": JSON_VALUES,
+        "error": JSON_VALUES,
+    },
+)
+ODD_FORMAT = {"type": ["audio/pcm"]}  # unhashable
+ANY_JSON_OBJECT = st.dictionaries(st.sampled_from(SERVER_KEYS) | WILD_TEXT, JSON_VALUES)
+
+
+def to_beta(value: object) -> dict[str, Any] | None:
+    """``server_to_beta`` and ``record.from_server`` checked against their docstrings."""
+    try:
+        ga = delivered(value)
+    except Undeliverable:  # the namespace never decodes it (tests/proxy/test_proxy_model.py)
+        return None
+    assert isinstance(ga, dict)
+    before = json.dumps(ga)
+    assert isinstance(from_server(ga, 1.0), list)
+    out = server_to_beta(ga)
+    assert json.dumps(ga) == before  # the event itself is left alone
+    kind = ga.get("type")
+    if out is None:
+        assert kind in BETA_DROPPED
+        return None
+    json.dumps(out)  # goes on to the client as JSON
+    if isinstance(kind, str):
+        assert out["type"] == SERVER_RENAMES.get(kind, kind)
+        event(f"translated {kind if kind in SERVER_TYPES else 'another type'}")
+    else:
+        assert out == ga
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(SERVER_EVENTS))
+def test_valid_ga_server_events_translate_to_valid_beta_events(kind):
+    ga = SERVER_EVENTS[kind]
+    GA_SERVER.validate_python(ga)  # really what the model sends
+    beta = server_to_beta(ga)
+    if kind in BETA_DROPPED:
+        assert beta is None
+        return
+    BETA_SERVER.validate_python(beta)  # what a beta client reads
+    assert beta is not None and "output_modalities" not in json.dumps(beta)
+
+
+@given(event_=ANY_SERVER_EVENT | ANY_JSON_OBJECT)
+@example(event_={"type": "session.created", "session": {"audio": {"input": [1]}}})
+@example(event_={"type": "session.updated", "session": {"audio": {"output": "x"}}})
+@example(event_={"type": "session.created", "session": {"output_modalities": 5}})
+@example(
+    event_={"type": "session.created", "session": {"audio": {"input": {"format": {"type": []}}}}}
+)
+@example(event_={"type": "response.done", "response": {"audio": "x"}})
+@example(event_={"type": "response.done", "response": {"audio": {"output": [1]}}})
+@example(
+    event_={"type": "response.done", "response": {"audio": {"output": {"format": {"type": {}}}}}}
+)
+@example(event_={"type": ["response.done"]})
+@example(event_={"type": {"a": 1}})
+def test_any_server_event_gives_a_beta_event_and_never_raises(event_):
+    to_beta(event_)
+
+
+@pytest.mark.parametrize("kind", sorted(SERVER_EVENTS))
+@given(data=st.data())
+def test_near_valid_server_events_give_a_beta_event(kind, data):
+    to_beta(data.draw(mutated(SERVER_EVENTS[kind])))
+
+
+@pytest.mark.parametrize("kind", sorted(SERVER_EVENTS))
+@settings(max_examples=SWEEP_EXAMPLES)
+@given(data=st.data())
+def test_every_server_field_broken_every_way_gives_a_beta_event(kind, data):
+    for broken in every_field_broken(data, SERVER_EVENTS[kind]):
+        to_beta(broken)
+
+
+@given(
+    session=st.dictionaries(st.sampled_from((*GA_SESSION, *SESSION_KEYS)) | WILD_TEXT, JSON_VALUES)
+)
+def test_any_ga_session_reads_as_a_beta_session(session):
+    try:
+        session = delivered(session)
+    except Undeliverable:
+        return
+    json.dumps(session_to_beta(session))

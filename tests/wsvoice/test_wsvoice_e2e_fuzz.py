@@ -10,8 +10,10 @@ error; the good call, open before and after, must keep its agent audio and get n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import numpy as np
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from bridge.errors import PhoneProtocolError
 from bridge.wsvoice.protocol import parse_frame
 from tests.phone.test_phone_fuzz import PATHOLOGICAL_TEXT
 from tests.proxy.test_proxy_e2e_fuzz import PATIENCE_S, serving
+from tests.softphone.helpers import utterance
 from tests.wsvoice.helpers import VoiceClient, ws_url
 
 EXAMPLES = max(10, hypothesis_settings().max_examples // 3)
@@ -66,9 +69,19 @@ async def good_client(url: str) -> VoiceClient:
 
 
 async def still_good(client: VoiceClient) -> None:
-    heard = len(client.audio)
-    await client.ws.send(b"\x00\x00" * 320)
-    await client.wait_for(lambda: len(client.audio) > heard, "more agent audio")
+    """The good call still answers: caller speech gets a new response with its audio.
+
+    (Not just "more audio": the greeting is over once the fuzzing took longer than it, as
+    it does under the long budget, and silence alone gets no answer.)"""
+    starts = len(client.named("AIResponseStart"))
+    await client.send_audio(utterance(client.rate)[: client.rate])  # 1 s of speech
+    listening = asyncio.create_task(client.send_audio(np.zeros(client.rate * 10, np.int16)))
+    try:
+        await client.wait_for(lambda: len(client.named("AIResponseStart")) > starts, "an answer")
+        heard = len(client.audio)  # the answer's echo is paced: most of it is still to come
+        await client.wait_for(lambda: len(client.audio) > heard, "the answer's audio")
+    finally:
+        listening.cancel()
     assert not client.closed.is_set() and not client.of("error"), client.events
     await client.close()
 
