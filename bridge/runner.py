@@ -261,8 +261,8 @@ class CallRunner:
                 call.interrupt(now)
                 await self.flush()
             case HangUp(reason=reason):
-                if call.control.transferred_to is not None:  # Twilio took the call away
-                    reason = f"transferred to {call.control.transferred_to}"
+                if (target := call.control.transfer_target) is not None:  # Twilio took it
+                    reason = f"transferred to {target}"
                 call.phone_stopped(now, reason)
                 return Ending(reason)
         return None

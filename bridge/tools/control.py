@@ -195,6 +195,15 @@ class CallControl:
         self._answer(result.call_id, result.output)
         self.poll(now, call)
 
+    @property
+    def transfer_target(self) -> str | None:
+        """Where the call went (or is going: the redirect is in flight; Twilio may stop our
+        stream before its answer reaches us), else None."""
+        if self.transferred_to is not None:
+            return self.transferred_to
+        transfer = self._transfer
+        return transfer.target if transfer and transfer.call_id in self._running else None
+
     def model_lost(self) -> None:
         """The session ended: what it was owed goes to the next one as plain text."""
         self._requested.clear()
