@@ -100,10 +100,13 @@ def test_barge_in_truncates_at_what_the_caller_heard_at_many_random_points():
     each must be within 20 ms of what the simulated far end really played when the bridge
     cut the item. On a loaded host the ``clear`` can take a while to reach the far end
     (bridge and simulator share one event loop), which plays on meanwhile: what it played
-    after the cut is taken off again, from its own record (``played_when_cut``).
+    after the cut is taken off again, from its own record (``played_when_cut``). A stall of
+    the loop itself (another process holding the core) can still make the simulator's
+    record wrong by the length of the stall: barge-ins with one near them are measured
+    apart, held to a loose bound, and more rounds run until enough undisturbed ones count.
     """
 
-    async def one_round(seed: int, local_first: bool) -> tuple[int, list[float]]:
+    async def one_round(seed: int, local_first: bool) -> tuple[list[float], list[float]]:
         rng = random.Random(seed)
         agent = Agent(barge_in_min_ms=60 if local_first else 400, greeting_guard_ms=0)
         triggers: list[str] = []
@@ -116,6 +119,8 @@ def test_barge_in_truncates_at_what_the_caller_heard_at_many_random_points():
                     if e.detail["item_id"] is not None:
                         cut_at.setdefault(e.detail["item_id"], call.started_at + e.t)
 
+        stalls = LoopStalls()
+        watch = asyncio.create_task(stalls.watch())
         async with rig(Settings(agents=(agent,))) as r:
             r.bridge.services.observers.append(observe)
             audios = [barge_in_caller(rng, BARGE_INS) for _ in range(CALLS)]
@@ -136,32 +141,61 @@ def test_barge_in_truncates_at_what_the_caller_heard_at_many_random_points():
             )
             truncates = {t[0]: t[2] for s in r.agent.sessions for t in s.truncates}
             errors = [e for s in r.agent.sessions for e in s.errors]
+        watch.cancel()
         assert errors == [], errors  # the strict agent never rejected a truncate or cancel
         assert ("local" if local_first else "model") in triggers
-        diffs = []
-        barge_ins = 0
+        diffs: list[float] = []
+        disturbed: list[float] = []
         for result, clock in zip(results, clocks, strict=True):
             assert result.violations == []
             for clear in result.clears:
                 if clear.item_id is None or clear.played_ms == 0:
                     continue
-                barge_ins += 1
                 assert clear.item_id in truncates, "a heard item that was cut off is truncated"
-                diffs.append(truncation_error(result, clock, clear, cut_at, truncates))
-        return barge_ins, diffs
+                error = truncation_error(result, clock, clear, cut_at, truncates)
+                near_stall = stalls.near(cut_at[clear.item_id])
+                (disturbed if near_stall else diffs).append(error)
+        return diffs, disturbed
 
     async def main() -> None:
-        total, diffs = 0, []
-        for seed in range(ROUNDS):
-            n, d = await one_round(seed, local_first=seed % 2 == 1)
-            total += n
+        diffs: list[float] = []
+        disturbed: list[float] = []
+        seed = 0
+        while len(diffs) < 50 and seed < 3 * ROUNDS:
+            d, x = await one_round(seed, local_first=seed % 2 == 1)
             diffs += d
+            disturbed += x
+            seed += 1
         print("barge-in truncate minus truth (ms):", sorted(round(d, 1) for d in diffs))
-        assert total >= 50, total
-        worst = max(abs(d) for d in diffs)
-        assert worst <= 20, sorted(diffs)
+        print("beside a stall of the loop (ms):", sorted(round(d, 1) for d in disturbed))
+        assert len(diffs) >= 50, (len(diffs), len(disturbed))
+        assert max(abs(d) for d in diffs) <= 20, sorted(diffs)
+        # Beside a stall the simulator's own record is off by up to the stall's length.
+        assert all(abs(d) <= 100 for d in disturbed), sorted(disturbed)
 
     run_undisturbed(main())
+
+
+class LoopStalls:
+    """When this event loop woke late: a stall that held back the simulator too."""
+
+    TICK_S, LATE_S, MARGIN_S = 0.005, 0.008, 0.2
+
+    def __init__(self) -> None:
+        self.stalls: list[tuple[float, float]] = []  # (from, to) on the loop's clock
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.TICK_S)
+            woke = loop.time()
+            if woke - before - self.TICK_S > self.LATE_S:
+                self.stalls.append((before, woke))
+
+    def near(self, at: float) -> bool:
+        """A stall within ``MARGIN_S`` of ``at`` (``time.monotonic``, the loop's clock)."""
+        return any(a - self.MARGIN_S <= at <= b + self.MARGIN_S for a, b in self.stalls)
 
 
 def truncation_error(
