@@ -6,15 +6,17 @@ assistant items responses speak into, items a client creates) and what the
 each checked the way the service checks it, and the ``committed`` / ``added`` / ``done``
 (and placeholder input transcription) events of a user turn. It also remembers which
 committed user audio is still unanswered. Each operation returns the server events to
-send, built with the session's ``emit``, or the :class:`Problem` to report:
+send, built with ``server_event``, or the :class:`Problem` to report:
 ``bridge.local_agent.session`` turns a Problem into an ``error`` event and decides when
 items are made and when a response starts.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bridge.local_agent.checks import (
@@ -28,6 +30,16 @@ from bridge.local_agent.checks import (
 
 Emit = Callable[..., dict[str, Any]]  # emit(event_type, **fields) -> event with an id
 Events = list[dict[str, Any]]
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_id(rng: random.Random, prefix: str) -> str:
+    """An id the way the service makes them (``item_…``, ``event_…``)."""
+    return prefix + "_" + "".join(rng.choices(_ID_ALPHABET, k=21))
+
+
+def server_event(rng: random.Random, kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": new_id(rng, "event"), **fields}
 
 
 @dataclass
@@ -60,9 +72,11 @@ class Item:
 
 
 class Conversation:
-    def __init__(self, emit: Emit, new_id: Callable[[str], str]) -> None:
-        self._emit = emit
-        self._new_id = new_id
+    def __init__(self, rng: random.Random) -> None:
+        # Functions of the session's generator, not its bound methods: a session must not
+        # hold itself in a cycle, or its audio waits for a full collection once dropped.
+        self._emit = partial(server_event, rng)
+        self._new_id = partial(new_id, rng)
         self.items: dict[str, Item] = {}
         self.pending: str | None = None  # committed user audio not answered yet
 

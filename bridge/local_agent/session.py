@@ -29,7 +29,6 @@ import binascii
 import logging
 import random
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from bridge.local_agent.checks import (
@@ -43,7 +42,7 @@ from bridge.local_agent.checks import (
     parse_frame,
     unknown_response_key,
 )
-from bridge.local_agent.conversation import Conversation, Events, Item
+from bridge.local_agent.conversation import Conversation, Events, Item, new_id, server_event
 from bridge.local_agent.input import SAMPLES_PER_MS, InputAudio
 from bridge.local_agent.response import (
     GREETING_TRANSCRIPT,
@@ -101,9 +100,7 @@ class AgentSession:
         self._configure_vad()
         self._speech_item: str | None = None
         self._speech_start_ms = 0
-        # Functions of the generator, not bound methods: a session must not hold itself in a
-        # cycle, or its audio waits for a full garbage collection after it is dropped.
-        self._conversation = Conversation(partial(_event, self._rng), partial(_new_id, self._rng))
+        self._conversation = Conversation(self._rng)
         self._active: SpokenResponse | None = None
         self._tokens_left = 15_000_000
         self._answered: set[str] = set()  # items a tool call or spoken output answered
@@ -431,7 +428,7 @@ class AgentSession:
         return [self._error(result, event_id)] if isinstance(result, Problem) else result
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return _event(self._rng, kind, **fields)
+        return server_event(self._rng, kind, **fields)
 
     def _error(self, problem: Problem, event_id: str | None) -> dict[str, Any]:
         event = self._event(
@@ -449,13 +446,4 @@ class AgentSession:
         return event
 
     def _id(self, prefix: str) -> str:
-        return _new_id(self._rng, prefix)
-
-
-def _new_id(rng: random.Random, prefix: str) -> str:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    return prefix + "_" + "".join(rng.choices(alphabet, k=21))
-
-
-def _event(rng: random.Random, kind: str, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "event_id": _new_id(rng, "event"), **fields}
+        return new_id(self._rng, prefix)
