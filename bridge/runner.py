@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -294,7 +294,7 @@ class CallRunner:
                 try:
                     async with asyncio.timeout(MODEL_SEND_TIMEOUT_S):
                         for event in events:
-                            await model.send(json.dumps(event, separators=(",", ":")))
+                            await model.send(orjson.dumps(event), text=True)
                 except ConnectionClosed:
                     return  # the model reader sees the close and opens the next session
                 except TimeoutError:

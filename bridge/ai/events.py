@@ -1,10 +1,10 @@
 """OpenAI Realtime (GA) events: client-event builders and a server-event parser. Sans-I/O.
 
 Owns the wire shape of the Realtime protocol and nothing else: no sockets, no clock, no
-call state. Builders return plain dicts ready for ``json.dumps``; every one carries an
+call state. Builders return plain dicts ready to encode as JSON; every one carries an
 ``event_id`` so that a server ``error`` can be traced back to the event that caused it.
 The parser turns one server text frame into a small frozen dataclass. It runs once per
-audio delta (dozens per second per call), so it does one ``json.loads`` and reads only the
+audio delta (dozens per second per call), so it does one ``orjson.loads`` and reads only the
 fields it needs; the ``openai`` package's pydantic models are used by the tests, not here.
 
 GA shape only (https://platform.openai.com/docs/api-reference/realtime): the session has
@@ -16,11 +16,12 @@ parse as :class:`Other`, like any event the bridge does not act on.
 from __future__ import annotations
 
 import binascii
-import json
 import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from bridge.agents import Agent
 from bridge.audio.formats import MODEL_RATE
@@ -30,6 +31,7 @@ from bridge.tools.spec import declarations, trigger_lines
 logger = logging.getLogger(__name__)
 
 PCM_FORMAT: dict[str, Any] = {"type": "audio/pcm", "rate": MODEL_RATE}
+PCMU_FORMAT: dict[str, Any] = {"type": "audio/pcmu"}  # G.711 μ-law 8 kHz
 
 
 def new_event_id() -> str:
@@ -41,10 +43,15 @@ def new_event_id() -> str:
 
 
 def session_update(
-    agent: Agent, *, transcription_model: str = "gpt-4o-mini-transcribe"
+    agent: Agent,
+    *,
+    transcription_model: str = "gpt-4o-mini-transcribe",
+    audio_format: str = "pcm16",
 ) -> dict[str, Any]:
-    """``session.update`` configuring a phone agent: PCM16 24 kHz both ways, server VAD."""
+    """``session.update`` configuring a phone agent: PCM16 24 kHz both ways (or μ-law 8 kHz,
+    ``audio_format="pcmu"``), server VAD."""
     td = agent.turn_detection
+    fmt = PCMU_FORMAT if audio_format == "pcmu" else PCM_FORMAT
     return {
         "type": "session.update",
         "event_id": new_event_id(),
@@ -54,7 +61,7 @@ def session_update(
             "output_modalities": ["audio"],
             "audio": {
                 "input": {
-                    "format": dict(PCM_FORMAT),
+                    "format": dict(fmt),
                     "turn_detection": {
                         "type": "server_vad",
                         "threshold": td.threshold,
@@ -66,7 +73,7 @@ def session_update(
                     "transcription": {"model": transcription_model},
                 },
                 "output": {
-                    "format": dict(PCM_FORMAT),
+                    "format": dict(fmt),
                     "voice": agent.voice,
                     # 0.25-1.5, between turns only; the default is left unsaid.
                     **({"speed": agent.speed} if agent.speed != 1.0 else {}),
@@ -100,12 +107,12 @@ def function_call_output(call_id: str, output: str) -> dict[str, Any]:
     }
 
 
-def input_audio_append(pcm24: bytes) -> dict[str, Any]:
-    """``input_audio_buffer.append`` with PCM16LE mono 24 kHz audio."""
+def input_audio_append(audio: bytes) -> dict[str, Any]:
+    """``input_audio_buffer.append`` with audio in the session's input format."""
     return {
         "type": "input_audio_buffer.append",
         "event_id": new_event_id(),
-        "audio": binascii.b2a_base64(pcm24, newline=False).decode("ascii"),
+        "audio": binascii.b2a_base64(audio, newline=False).decode("ascii"),
     }
 
 
@@ -294,8 +301,8 @@ ServerEvent = (
 def parse_server_event(message: str | bytes) -> ServerEvent:
     """Parse one server text frame. Raises ``RealtimeProtocolError`` if it does not fit."""
     try:
-        data = json.loads(message)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: "[[[[…"
+        data = orjson.loads(message)
+    except ValueError as exc:  # orjson.JSONDecodeError: bad JSON, bad UTF-8, nested too deep
         raise RealtimeProtocolError(f"server event is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RealtimeProtocolError("server event is not a JSON object")

@@ -54,7 +54,7 @@ A ``stop`` is returned as :class:`Stop` (the shell ends the call); it is accepte
 before ``start`` so a stream that never started still ends cleanly. A stream whose
 ``start`` never arrives is the shell's business (a start timeout), not this module's.
 
-Hot path: a ``media`` message is parsed with one ``json.loads`` plus a few dict lookups and
+Hot path: a ``media`` message is parsed with one ``orjson.loads`` plus a few dict lookups and
 one strict base64 decode; no pydantic, no regexes.
 """
 
@@ -63,6 +63,8 @@ from __future__ import annotations
 import binascii
 import json
 from dataclasses import dataclass
+
+import orjson
 
 from bridge import inputs
 from bridge.errors import PhoneProtocolError
@@ -202,8 +204,8 @@ class MediaStream:
         ):
             raise _drop(f"message of {size} bytes exceeds {self.max_message_bytes}")
         try:
-            data = json.loads(message)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep ("[[[[…")
+            data = orjson.loads(message)
+        except ValueError:  # orjson.JSONDecodeError, nesting too deep included
             raise _drop("not JSON") from None
         if type(data) is not dict:
             raise _drop("not a JSON object")
