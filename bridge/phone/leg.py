@@ -90,6 +90,7 @@ async def twilio_media(websocket: WebSocket) -> None:
         codec="mulaw",
         rate=8000,
         lead_ms=settings.playout_lead_ms,
+        uplink_batch_ms=settings.uplink_batch_ms,
         now=now,
     )
     logger.info(
@@ -117,7 +118,12 @@ class TwilioLeg:
         self.bad_frames = 0
         self.closed = False
         self.idle_s = services.settings.media_idle_timeout_s
-        self._deadline: asyncio.Timeout | None = None  # the pump's idle deadline
+        # The watchdog: a timer a few times per idle period, never a deadline moved per
+        # frame (that cost a timer reschedule on every 20 ms frame of every call).
+        self._last_read = 0.0
+        self._send_since: float | None = None  # a send in progress since (loop time)
+        self._expired: str | None = None  # why the watchdog ended the call
+        self._watchdog: asyncio.TimerHandle | None = None
         self._stopped_reading = False
 
     async def wait_for_start(self) -> Start | None:
@@ -154,27 +160,42 @@ class TwilioLeg:
         The shape of python-websockets' ``asyncio/connection.py`` over its sans-I/O
         ``protocol.py``: the shell only moves frames; ``MediaStream`` decides what they are.
         """
-        clock = runner.clock
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._last_read = loop.time()
+        period = min(self.idle_s, SEND_TIMEOUT_S) / 4
+        self._watchdog = loop.call_later(period, self._watch, loop, task, period)
         try:
-            async with asyncio.timeout(loop.time() + self.idle_s) as self._deadline:
-                return await self._pump(runner, clock, loop)
-        except TimeoutError:
-            if self._deadline is None or not self._deadline.expired():
-                raise  # not ours
+            return await self._pump(runner, runner.clock, loop)
+        except asyncio.CancelledError:
+            if self._expired is None or task.uncancel() > 0:
+                raise  # not the watchdog's, or cancelled from outside as well
             self.services.metrics.peers_dropped["twilio"] += 1
-            reason = (
-                "twilio stopped reading"
-                if self._stopped_reading
-                else f"twilio sent nothing for {self.idle_s:g} s"
-            )
-            logger.warning("call %s: %s: ending the call", self.call_sid, reason)
-            return Ending(reason, INTERNAL_ERROR)
+            logger.warning("call %s: %s: ending the call", self.call_sid, self._expired)
+            return Ending(self._expired, INTERNAL_ERROR)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+
+    def _watch(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Ending], period: float
+    ) -> None:
+        """End the pump if Twilio went quiet or stopped taking what we send."""
+        now = loop.time()
+        if self._send_since is not None and now - self._send_since >= SEND_TIMEOUT_S:
+            self._stopped_reading = True
+            self._expired = "twilio stopped reading"
+        elif now - self._last_read >= self.idle_s:
+            self._expired = f"twilio sent nothing for {self.idle_s:g} s"
+        if self._expired is not None:
+            task.cancel()
+        elif not task.done():
+            self._watchdog = loop.call_later(period, self._watch, loop, task, period)
 
     async def _pump(
         self, runner: Feeder, clock: Callable[[], float], loop: asyncio.AbstractEventLoop
     ) -> Ending:
-        assert self._deadline is not None
         while True:
             try:
                 message = await self.websocket.receive()
@@ -184,7 +205,7 @@ class TwilioLeg:
                 if message.get("code") in _LOST:
                     self.services.metrics.peers_dropped["twilio"] += 1
                 return Ending("twilio closed the stream")
-            self._deadline.reschedule(loop.time() + self.idle_s)
+            self._last_read = loop.time()
             now = clock()
             try:
                 event = self.stream.receive(_payload(message))
@@ -200,24 +221,23 @@ class TwilioLeg:
         if self.closed or self._stopped_reading:
             return
         stream = self.stream
+        send = self.websocket.send_text
+        # A send still waiting after SEND_TIMEOUT_S: the watchdog ends the call.
+        self._send_since = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                for out in outs:
-                    match out:
-                        case SendAudio(payload=payload):
-                            await self.websocket.send_text(stream.media(payload))
-                        case SendMark(name=name):
-                            await self.websocket.send_text(stream.mark(name))
-                        case ClearPlayback():
-                            await self.websocket.send_text(stream.clear())
+            for out in outs:
+                match out:
+                    case SendAudio(payload=payload):
+                        await send(stream.media(payload))
+                    case SendMark(name=name):
+                        await send(stream.mark(name))
+                    case ClearPlayback():
+                        await send(stream.clear())
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The socket is gone; the reader sees the disconnect and ends the call.
             self.closed = True
-        except TimeoutError:
-            # Twilio stopped reading: end the call now (the pump's deadline fires).
-            self._stopped_reading = True
-            if self._deadline is not None:
-                self._deadline.reschedule(asyncio.get_running_loop().time())
+        finally:
+            self._send_since = None
 
     async def close(self, reason: str, code: int = NORMAL) -> None:
         if self.closed:
