@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bridge.audio.formats import ModelAudio
 from bridge.errors import ConfigError
 from bridge.tools.spec import ToolSpec, parse_tools
 from bridge.tools.transfer import TransferConfig, parse_transfer
@@ -96,6 +97,9 @@ class Agent:
     # Outbound calls that reach an answering machine (bridge.outbound): said after the
     # beep, then the call ends. Empty: hang up without a message.
     voicemail: str = ""
+    # The model's audio format: "pcm16" (PCM16 24 kHz, transcoded on the bridge) or "pcmu"
+    # (G.711 μ-law 8 kHz: a Twilio call's audio passes through untouched; README "Cost").
+    model_audio: ModelAudio = "pcm16"
     # Local agent only: trigger ("utterance", "dtmf_0", …) → tool it calls (README).
     local_tool_triggers: tuple[tuple[str, str], ...] = ()
 
@@ -153,7 +157,9 @@ _AGENT_FIELDS: dict[str, tuple[type, float, float]] = {
     "silence_max_nudges": (int, 0, 10),
     "silence_goodbye": (str, 0, 0),
     "voicemail": (str, 0, 0),
+    "model_audio": (str, 0, 0),
 }
+MODEL_AUDIO = ("pcm16", "pcmu")
 _TURN_FIELDS: dict[str, tuple[type, float, float]] = {
     "threshold": (float, 0.0, 1.0),
     "prefix_padding_ms": (int, 0, 5000),
@@ -212,6 +218,8 @@ def _agent_from_toml(
         fields["realtime_client_may_set"] = _client_may_set(here, spec["realtime_client_may_set"])
     fields.update(_control_fields(here, spec, env))
     agent = replace(base, name=name, numbers=tuple(numbers), turn_detection=turn, **fields)
+    if agent.model_audio not in MODEL_AUDIO:
+        raise ConfigError(f"{here} model_audio must be one of {list(MODEL_AUDIO)}")
     if agent.voice not in VOICES:
         raise ConfigError(f"{here} voice {agent.voice!r} is not one of {sorted(VOICES)}")
     return agent

@@ -1,7 +1,8 @@
 """Bridge-side barge-in detection: caller speech over the agent, without the model's round trip.
 
-Pure and synchronous. The Call feeds every uplink frame (PCM16 24 kHz) with the current time
-and whether agent audio is playing, and tells the detector the level of agent audio as it is
+Pure and synchronous. The Call feeds the level of every 20 ms uplink frame (measured on the
+leg's samples by ``bridge.uplink``) with the current time and whether agent audio is
+playing, and tells the detector the level of agent audio as it is
 released toward the caller (``leg_level_dbfs`` reads it in the leg's format). The detector
 fires once the caller has really spoken for ``min_speech_ms``. It guards against false
 barge-in:
@@ -74,19 +75,25 @@ class LocalBargeIn:
         self._agent.append((now, level))
         self._agent_max = max(self._agent_max, level)
 
+    def levels(self, levels: list[float], *, playing: bool, now: float) -> bool:
+        """Levels (dBFS) of consecutive 20 ms caller frames; True when they make a barge-in
+        (fires once per run of speech)."""
+        agent = self._recent_agent_level(now) if playing else None
+        fired = False
+        for level in levels:
+            fired |= self._frame(level, playing, agent)
+        return fired
+
     def feed(self, pcm24: bytes, *, playing: bool, now: float) -> bool:
-        """Caller audio; True when it is a barge-in (fires once per run of speech)."""
+        """Caller audio as PCM16 24 kHz: :meth:`levels` of its whole frames."""
         samples = np.frombuffer(pcm24, dtype="<i2")
         if self._buffer.size:
             samples = np.concatenate([self._buffer, samples])
         frame = MODEL_RATE * FRAME_MS // 1000
         whole = samples.size - samples.size % frame
         self._buffer = samples[whole:].copy() if whole < samples.size else _EMPTY
-        agent = self._recent_agent_level(now) if playing else None
-        fired = False
-        for start in range(0, whole, frame):
-            fired |= self._frame(level_dbfs(samples[start : start + frame]), playing, agent)
-        return fired
+        levels = [level_dbfs(samples[s : s + frame]) for s in range(0, whole, frame)]
+        return self.levels(levels, playing=playing, now=now)
 
     def _recent_agent_level(self, now: float) -> float | None:
         """The loudest agent audio released within the echo window (None: none)."""

@@ -4,7 +4,7 @@ Sans-I/O. The runner (``bridge/runner.py``) is the only thing that feeds it: wha
 from either side, with the current time. It drains two outboxes: ``to_phone`` (leg-agnostic
 playback commands) and ``to_model`` (Realtime client events as dicts). It owns:
 
-- the uplink transcoder (leg audio → PCM16 24 kHz for the model);
+- the caller's audio on its way to the model (``bridge.uplink``: batched, converted, metered);
 - the responses in flight and which of their audio is stale;
 - barge-in: clear the phone's buffer, truncate the model's item to what was heard, stop a
   response still being generated, and drop its late audio; the greeting guard;
@@ -32,7 +32,7 @@ from typing import Any
 from bridge.agents import Agent
 from bridge.ai import events as rt
 from bridge.ai.reconnect import log_model_error
-from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec, Uplink
+from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec
 from bridge.barge_in import LocalBargeIn, leg_level_dbfs
 from bridge.conversation import HISTORY_ITEMS, HOLD_MS, Conversation, HeldAudio, Turn, comfort_noise
 from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
@@ -40,6 +40,7 @@ from bridge.recent import Recent
 from bridge.spoken import Spoken
 from bridge.timeline import BargeIn, CallEvent
 from bridge.tools.control import CallControl, ToolResult
+from bridge.uplink import UplinkPath, model_audio_for
 
 __all__ = ["HISTORY_ITEMS", "HOLD_MS", "BargeIn", "Call", "CallEvent", "Turn"]
 
@@ -55,7 +56,7 @@ class Call:
         *,
         agent: Agent,
         call_sid: str,
-        uplink: Uplink,
+        uplink: UplinkPath,
         downlink_codec: Codec,
         downlink_rate: int,
         playout: Playout,
@@ -78,7 +79,8 @@ class Call:
         self.model_ready = False
 
         # Per-call memory stays flat however long the call: only the latest are kept.
-        self._spoken = Spoken(downlink_codec, downlink_rate, playout)  # assistant items
+        self.model_audio = uplink.model_audio  # "pcmu": μ-law passes through both ways
+        self._spoken = Spoken(downlink_codec, downlink_rate, playout, self.model_audio)
         self._stale: Recent[str, None] = Recent()  # responses whose further audio is discarded
         self._response_id: str | None = None  # the response being generated, if any
         self._response_audio_done = False  # ...and whether its audio is all here
@@ -100,7 +102,7 @@ class Call:
         self._session_started = now
         self._caller_speaking = False
         self._conversation = Conversation(HISTORY_ITEMS)
-        self._hold = HeldAudio()
+        self._hold = HeldAudio(int(uplink.model_bytes_per_ms))
         self._respond_on_connect = False  # typed input arrived between sessions
         self._holding = False  # comfort noise is playing while the first session opens
         self._downlink_rate = downlink_rate
@@ -118,21 +120,33 @@ class Call:
         lead_ms: int,
         now: float,
         echoes_marks: bool = True,
+        uplink_batch_ms: int = 20,
     ) -> Call:
         """A call whose phone leg carries ``codec`` audio at ``rate`` both ways.
 
         ``echoes_marks=False``: the leg's client never echoes marks; its audio counts as
-        heard at its modelled end (``bridge.schedule``).
+        heard at its modelled end (``bridge.schedule``). ``uplink_batch_ms``: caller audio
+        per append to the model. An agent with ``model_audio="pcmu"`` on a μ-law 8 kHz leg
+        gets the caller's μ-law untouched and speaks μ-law to it.
         """
         silence = MULAW_SILENCE if codec == "mulaw" else PCM16_SILENCE
         bytes_per_ms = rate / 1000 * (1 if codec == "mulaw" else 2)
         playout = Playout(
-            bytes_per_ms=bytes_per_ms, lead_ms=lead_ms, silence=silence, echoes_marks=echoes_marks
+            bytes_per_ms=bytes_per_ms,
+            lead_ms=lead_ms,
+            chunk_ms=playout_chunk_ms(lead_ms),
+            silence=silence,
+            echoes_marks=echoes_marks,
         )
         return cls(
             agent=agent,
             call_sid=call_sid,
-            uplink=Uplink(codec, rate),
+            uplink=UplinkPath(
+                codec,
+                rate,
+                model_audio=model_audio_for(agent.model_audio, codec, rate),
+                batch_ms=uplink_batch_ms,
+            ),
             downlink_codec=codec,
             downlink_rate=rate,
             playout=playout,
@@ -143,18 +157,17 @@ class Call:
 
     def phone_audio(self, payload: bytes, now: float) -> None:
         """Caller audio in the leg's format (μ-law 8 kHz for Twilio)."""
-        pcm24 = self.uplink.decode(payload)
-        if not pcm24:
-            return
-        if self.model_ready:
-            self.to_model.append(rt.input_audio_append(pcm24))
-        # Between sessions keep the latest few seconds for the next one; while the caller
-        # is speaking too, so an utterance the old session dies in is not lost.
-        if (not self.model_ready and self.sessions) or self._caller_speaking:
-            self._hold.add(pcm24)
-        if self._local is not None and self._local.feed(
-            pcm24, playing=self.playout.active, now=now
-        ):
+        uplink = self.uplink
+        levels = uplink.add(payload)
+        if uplink.full and (audio := uplink.take()):
+            if self.model_ready:
+                self.to_model.append(rt.input_audio_append(audio))
+            # Between sessions keep the latest few seconds for the next one; while the
+            # caller is speaking too, so an utterance the old session dies in is not lost.
+            if (not self.model_ready and self.sessions) or self._caller_speaking:
+                self._hold.add(audio)
+        local = self._local
+        if local is not None and levels and local.levels(levels, playing=self.playing, now=now):
             self._local_barge_in(now)
 
     def phone_mark(self, name: str, now: float) -> None:
@@ -213,13 +226,13 @@ class Call:
         self.sessions += 1
         self._session_started = now
         self.model_ready = True
-        self.to_model.append(rt.session_update(self.agent))
+        self.to_model.append(rt.session_update(self.agent, audio_format=self.model_audio))
         if reconnect:
             items = self._conversation.replay(self.replay_max_items)
             self.to_model.extend(items)
             replayed = len(items)
             held_ms = self._hold.ms
-            for chunk in self._hold.drain(48 * 200):  # 200 ms a piece
+            for chunk in self._hold.drain(200):  # 200 ms a piece
                 self.to_model.append(rt.input_audio_append(chunk))
             if self._respond_on_connect:
                 self._respond_on_connect = False
@@ -573,6 +586,15 @@ class Call:
 
     def _event(self, now: float, kind: str, **detail: Any) -> None:
         self.events.append(CallEvent(now - self.started_at, kind, detail))
+
+
+def playout_chunk_ms(lead_ms: int) -> int:
+    """Agent audio per message (and mark) toward the leg: half the lead, in whole frames.
+
+    Larger chunks mean fewer messages, marks and echoes; what the caller heard is read off
+    the release schedule, not the mark granularity, so barge-ins cut as exactly. The far
+    end still holds at least half the lead when the next chunk arrives."""
+    return max(20, lead_ms // 2 // 20 * 20)
 
 
 def greeting_instructions(greeting: str) -> str:

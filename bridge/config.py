@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from bridge.agents import (
     DEFAULT_GREETING,
     DEFAULT_INSTRUCTIONS,
+    MODEL_AUDIO,
     VOICES,
     Agent,
     load_agents,
@@ -55,6 +56,9 @@ class Settings:
     stream_token_secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
     stream_token_ttl_s: int = 300
     playout_lead_ms: int = 160
+    # Caller audio gathered per input_audio_buffer.append (a multiple of 20 ms): fewer,
+    # larger messages to the model, for at most this much later hearing (README "Cost").
+    uplink_batch_ms: int = 60
     max_message_bytes: int = 64 * 1024
     max_calls: int = 500
     shutdown_drain_s: float = 30.0
@@ -174,6 +178,9 @@ class Settings:
             voice=get.choice("OPENAI_VOICE", VOICES) or "marin",
             # Set but empty means "no greeting"; unset means the default one.
             greeting=env.get("AGENT_GREETING", DEFAULT_GREETING).strip(),
+            model_audio="pcmu"
+            if get.choice("MODEL_AUDIO_FORMAT", set(MODEL_AUDIO)) == "pcmu"
+            else "pcm16",
         )
         agents: tuple[Agent, ...] = (default,)
         default_name = "default"
@@ -202,6 +209,7 @@ class Settings:
             stream_token_secret=get.text("STREAM_TOKEN_SECRET") or secrets.token_hex(32),
             stream_token_ttl_s=get.integer("STREAM_TOKEN_TTL_S", 300, lo=10, hi=86400),
             playout_lead_ms=get.integer("PLAYOUT_LEAD_MS", 160, lo=40, hi=2000),
+            uplink_batch_ms=get.integer("UPLINK_BATCH_MS", cls.uplink_batch_ms, lo=20, hi=200),
             max_message_bytes=get.integer("MAX_MESSAGE_BYTES", 64 * 1024, lo=1024, hi=16 << 20),
             max_calls=get.integer("MAX_CALLS", 500, lo=1, hi=100_000),
             shutdown_drain_s=get.number("SHUTDOWN_DRAIN_S", 30.0, lo=0, hi=3600),
@@ -260,6 +268,8 @@ class Settings:
                 "URL could open model sessions on your key. Set TWILIO_AUTH_TOKEN (and "
                 "PUBLIC_URL), or ALLOW_UNSIGNED_WEBHOOKS=1 for a local test"
             )
+        if settings.uplink_batch_ms % 20:
+            raise ConfigError(f"UPLINK_BATCH_MS={settings.uplink_batch_ms} is not a multiple of 20")
         if settings.twilio_auth_token and not settings.public_url:
             raise ConfigError(
                 "PUBLIC_URL is required when TWILIO_AUTH_TOKEN is set: signatures are "

@@ -5,8 +5,8 @@ Sans-I/O, like ``bridge.call`` (which owns when these are used). It owns:
 - ``Turn`` and ``Conversation``: the conversation so far (bounded: the latest
   ``HISTORY_ITEMS`` turns, as the caller heard them, cut where a barge-in cut them), the
   assistant's transcript deltas, and the replay items a new session is given;
-- ``HeldAudio``: the caller's latest audio (PCM16 24 kHz, a ring of ``HOLD_MS``) while there
-  is no session, or of an utterance in progress when one ends;
+- ``HeldAudio``: the caller's latest audio (as the model takes it, a ring of ``HOLD_MS``)
+  while there is no session, or of an utterance in progress when one ends;
 - ``comfort_noise``: the leg payloads played while the first session is slow to open.
 
 It must not import asyncio, starlette, websockets or socketio.
@@ -29,8 +29,7 @@ from bridge.recent import Recent
 HISTORY_ITEMS = 64
 # Caller audio kept while there is no model session: the latest this many ms (PCM16 24 kHz).
 HOLD_MS = 3000
-_BYTES_PER_MS = 48  # PCM16 24 kHz
-_HOLD_BYTES = HOLD_MS * _BYTES_PER_MS
+_BYTES_PER_MS = 48  # PCM16 24 kHz (μ-law: 8)
 
 
 @dataclass
@@ -128,12 +127,13 @@ class Conversation:
 
 
 class HeldAudio:
-    """The caller's latest ``HOLD_MS`` of PCM16 24 kHz audio (a bounded ring)."""
+    """The caller's latest ``HOLD_MS`` of audio in the model's input format (a bounded ring)."""
 
-    def __init__(self, max_bytes: int = _HOLD_BYTES) -> None:
+    def __init__(self, bytes_per_ms: int = _BYTES_PER_MS) -> None:
         self._chunks: deque[bytes] = deque()
         self._bytes = 0
-        self._max_bytes = max_bytes
+        self._bytes_per_ms = bytes_per_ms  # 8 when the model takes μ-law
+        self._max_bytes = HOLD_MS * bytes_per_ms
 
     def add(self, pcm: bytes) -> None:
         self._chunks.append(pcm)
@@ -143,11 +143,12 @@ class HeldAudio:
 
     @property
     def ms(self) -> int:
-        return self._bytes // _BYTES_PER_MS
+        return self._bytes // self._bytes_per_ms
 
-    def drain(self, chunk_bytes: int) -> list[bytes]:
-        """Everything held, rejoined into pieces of about ``chunk_bytes`` (fewer, larger
-        appends); the ring is left empty."""
+    def drain(self, chunk_ms: int) -> list[bytes]:
+        """Everything held, rejoined into pieces of ``chunk_ms`` (fewer, larger appends);
+        the ring is left empty."""
+        chunk_bytes = chunk_ms * self._bytes_per_ms
         data = b"".join(self._chunks)
         self.clear()
         return [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]

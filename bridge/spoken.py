@@ -2,7 +2,8 @@
 
 Owns, for the latest assistant audio items: each item's downlink transcoder (PCM16 24 kHz
 from the model -> the leg's format; one per item, so filter state lives for a whole
-utterance and is never reset mid-word), how much audio the model has sent of it
+utterance and is never reset mid-word; none when the model speaks the leg's μ-law), how
+much audio the model has sent of it
 (``model_ms``, the most a truncate may claim), and where a barge-in cuts it. When the
 model session ends, :meth:`Spoken.retire` ends what is still streaming and marks every
 item as belonging to the old session (never truncated).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.audio.formats import MODEL_BYTES_PER_MS
+from bridge.audio.formats import MODEL_BYTES_PER_MS, ModelAudio
 from bridge.audio.transcode import Codec, Downlink
 from bridge.playout import Heard, Playout
 from bridge.recent import Recent
@@ -30,8 +31,18 @@ class _Item:
 
     content_index: int
     model_ms: float = 0.0
-    downlink: Downlink | None = None  # None once the model finished the item
+    downlink: Downlink | _Same | None = None  # None once the model finished the item
     old: bool = False  # from a model session that has ended: never truncated on a new one
+
+
+class _Same:
+    """μ-law from the model to a μ-law leg (pass-through): nothing to convert."""
+
+    def encode(self, audio: bytes) -> bytes:
+        return audio
+
+    def flush(self) -> bytes:
+        return b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,24 +57,28 @@ class Cut:
 class Spoken:
     """The latest assistant audio items: downlink transcoding and what the model sent."""
 
-    def __init__(self, codec: Codec, rate: int, playout: Playout) -> None:
+    def __init__(
+        self, codec: Codec, rate: int, playout: Playout, model_audio: ModelAudio = "pcm16"
+    ) -> None:
         self.codec = codec
         self.rate = rate
         self.playout = playout
+        self.passthrough = model_audio == "pcmu"  # the leg is μ-law 8 kHz too (UplinkPath)
+        self._model_bytes_per_ms = 8.0 if self.passthrough else MODEL_BYTES_PER_MS
         self._items: Recent[str, _Item] = Recent()
 
     def __len__(self) -> int:
         return len(self._items)
 
     def audio(self, item_id: str, content_index: int, audio: bytes) -> None:
-        """Model audio (PCM16 24 kHz) of an item: transcode it and queue it for playout."""
+        """Model audio of an item: transcode it (unless passed through), queue it for playout."""
         item = self._items.get(item_id)
         if item is None:
             item = _Item(content_index)
             self._items.put(item_id, item)
         if item.downlink is None:
-            item.downlink = Downlink(self.codec, self.rate)
-        item.model_ms += len(audio) / MODEL_BYTES_PER_MS
+            item.downlink = _Same() if self.passthrough else Downlink(self.codec, self.rate)
+        item.model_ms += len(audio) / self._model_bytes_per_ms
         self.playout.push(item_id, content_index, item.downlink.encode(audio), item.model_ms)
 
     def done(self, item_id: str) -> bool:

@@ -13,10 +13,10 @@ from pydantic import TypeAdapter
 
 from bridge.agents import Agent
 from bridge.ai import events as rt
-from bridge.audio.transcode import Uplink
 from bridge.call import Call
 from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
 from bridge.sim.far_end import FarEnd
+from bridge.uplink import UplinkPath
 
 CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)
 STEP = 0.005
@@ -30,7 +30,7 @@ class Pair:
         self.call = Call(
             agent=agent or Agent(local_barge_in=False, greeting_guard_ms=0),
             call_sid="CA" + "0" * 32,
-            uplink=Uplink("mulaw", 8000),
+            uplink=UplinkPath("mulaw", 8000),
             downlink_codec="mulaw",
             downlink_rate=8000,
             playout=Playout(bytes_per_ms=8.0, lead_ms=lead_ms),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from bridge.agents import Agent
-from bridge.audio.transcode import Uplink
 from bridge.call import Call, CallEvent
 from bridge.inputs import CallerAudio, Dtmf, HangUp, Interrupt, TextInput
 from bridge.leg import Ending
 from bridge.metrics import Metrics
 from bridge.playout import ClearPlayback, Playout, SendAudio
 from bridge.runner import CallRunner
+from bridge.uplink import UplinkPath
 
 
 class SlowLeg:
@@ -35,7 +35,7 @@ def make_runner() -> tuple[CallRunner, SlowLeg]:
     call = Call(
         agent=Agent(greeting="", local_barge_in=False),
         call_sid="CA1",
-        uplink=Uplink("mulaw", 8000),
+        uplink=UplinkPath("mulaw", 8000),
         downlink_codec="mulaw",
         downlink_rate=8000,
         playout=Playout(8.0, lead_ms=160),

@@ -129,6 +129,7 @@ class ChatGateway:
             codec="pcm16",
             rate=params.sample_rate,
             lead_ms=settings.playout_lead_ms,
+            uplink_batch_ms=settings.uplink_batch_ms,
             now=time.monotonic(),
             echoes_marks=False,
         )

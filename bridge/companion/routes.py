@@ -228,6 +228,7 @@ async def _run(
         codec="pcm16",
         rate=wire.RATE,
         lead_ms=settings.playout_lead_ms,
+        uplink_batch_ms=settings.uplink_batch_ms,
         now=time.monotonic(),
         echoes_marks=False,
     )

@@ -188,6 +188,7 @@ class Softphone:
             codec="pcm16",
             rate=rate,
             lead_ms=settings.playout_lead_ms,
+            uplink_batch_ms=settings.uplink_batch_ms,
             now=time.monotonic(),
         )
         session = _Session(leg, call, link)

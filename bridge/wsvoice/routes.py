@@ -104,6 +104,7 @@ async def _run(websocket: WebSocket, services: Services, params: Params) -> None
         codec="pcm16",
         rate=params.rate,
         lead_ms=settings.playout_lead_ms,
+        uplink_batch_ms=settings.uplink_batch_ms,
         now=time.monotonic(),
         echoes_marks=False,
     )

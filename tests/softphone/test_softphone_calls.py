@@ -11,6 +11,7 @@ import numpy as np
 import socketio
 
 from bridge.agents import Agent
+from bridge.call import playout_chunk_ms
 from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.local_agent import serve_local_agent
@@ -134,7 +135,9 @@ def test_text_clear_and_greeting():
             greeting = browser.item_ids()[0]
             chunk = browser.of("audio")[0]
             assert chunk["meta_info"] == {"sample_rate": 24000, "item_id": greeting}
-            assert len(base64.b64decode(chunk["data"])) == 40 * 48  # 40 ms at 24 kHz
+            # Paced in chunks of half the lead (80 ms at the default 160), at 24 kHz.
+            chunk_ms = playout_chunk_ms(Settings().playout_lead_ms)
+            assert len(base64.b64decode(chunk["data"])) == chunk_ms * 48
 
             assert await browser.call("clear") == {"ok": True}
             await browser.wait_for(lambda: browser.clears, "clear")

@@ -9,7 +9,6 @@ import pytest
 
 from bridge.agents import Agent
 from bridge.ai import events as rt
-from bridge.audio.transcode import Uplink
 from bridge.call import Call, CallEvent
 from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
 from bridge.sim.far_end import FarEnd
@@ -24,6 +23,7 @@ from bridge.store.records import (
     Turn,
     truncate_text,
 )
+from bridge.uplink import UplinkPath
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -243,7 +243,7 @@ class Line:
         self.call = Call(
             agent=Agent(local_barge_in=False, greeting_guard_ms=0, greeting=""),
             call_sid="CA" + "2" * 32,
-            uplink=Uplink("mulaw", 8000),
+            uplink=UplinkPath("mulaw", 8000),
             downlink_codec="mulaw",
             downlink_rate=8000,
             playout=Playout(bytes_per_ms=8.0, lead_ms=160),
