@@ -15,6 +15,8 @@ copy of the rules, so it can catch the bridge's mistakes.
 * ``conversation``: the conversation items and the ``conversation.item.*`` operations.
 * ``input`` / ``vad`` / ``response``: the input buffer and its VAD, and spoken responses
   (with the packaged greeting).
+* ``codec``: the session's wire audio formats (``audio/pcm`` 24 kHz, ``audio/pcmu``) to and
+  from the PCM16 24 kHz the rest works on.
 """
 
 from bridge.local_agent.server import (

@@ -2,16 +2,21 @@
 and the VAD that listens to it. Sans-I/O.
 
 Owns the audio side of ``input_audio_buffer.*``: decoding appends (an odd byte waits for
-its pair), counting samples since the session started (the timeline ``audio_start_ms`` /
-``audio_end_ms`` are measured in), slicing committed audio out, and forgetting audio no
-commit can ask for any more, so a long call holds seconds, not minutes, in memory. What
-the events say is decided by ``bridge.local_agent.session``.
+its pair; ``audio/pcmu`` is converted by ``bridge.local_agent.codec`` first), counting
+samples since the session started (the timeline ``audio_start_ms`` / ``audio_end_ms`` are
+measured in), slicing committed audio out, and forgetting audio no commit can ask for any
+more, so a long call holds seconds, not minutes, in memory. What the events say is decided
+by ``bridge.local_agent.session``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from bridge.local_agent.codec import InputDecoder, is_pcmu
+from bridge.local_agent.session_config import PCM
 from bridge.local_agent.vad import EnergyVad, VadStart, VadStop
 
 SAMPLES_PER_MS = 24
@@ -28,14 +33,20 @@ class InputAudio:
         self._buf = bytearray()  # audio from sample ``_origin`` to ``samples_in``
         self._origin = 0
         self._odd = b""
+        self._decoder = InputDecoder()
 
     @property
     def buffered_ms(self) -> float:
         return len(self._buf) / 2 / SAMPLES_PER_MS
 
-    def append(self, pcm: bytes, *, vad_on: bool) -> list[VadStart | VadStop]:
-        """Add audio; return the VAD's decisions (none when turn detection is off)."""
-        data = self._odd + pcm
+    def append(
+        self, audio: bytes, *, vad_on: bool, fmt: dict[str, Any] = PCM
+    ) -> list[VadStart | VadStop]:
+        """Add audio sent in ``fmt``; return the VAD's decisions (none when turn detection
+        is off)."""
+        if is_pcmu(fmt):
+            self._odd = b""  # half a PCM16 sample left by a format switch: nothing to pair
+        data = self._odd + self._decoder.decode(audio, fmt)
         even = len(data) - len(data) % 2
         self._odd = data[even:]
         self._buf += data[:even]
@@ -58,7 +69,13 @@ class InputAudio:
     def committed(self, end: int) -> None:
         self.uncommitted_from = max(self.uncommitted_from, end)
 
+    def settle(self) -> None:
+        """Take in what the μ-law upsampler still holds (a commit or clear ends the stream
+        here) and end the VAD's utterance: both need every appended millisecond."""
+        self.append(self._decoder.flush(), vad_on=False)
+
     def clear(self) -> None:
+        self.settle()
         self._buf.clear()
         self._origin = self.uncommitted_from = self.samples_in
         self.vad.stop_now()

@@ -5,6 +5,8 @@ Owns what the service sends for an audio response, in the order it sends it
 events, the audio and transcript deltas (chunks of varying size, released faster than
 real time), and the closing events for a completed or cancelled response, with usage;
 and the packaged greeting, what a response says when there is no caller audio to echo.
+Audio is made as PCM16 24 kHz and sent in the session's output format
+(``bridge.local_agent.codec``: ``audio/pcmu`` is resampled and encoded as it streams).
 It keeps the conversation item the response speaks into (``bridge.local_agent.conversation``
 makes it). Sans-I/O: it is told the time and returns events; ``bridge.local_agent.session``
 decides when a response starts or stops.
@@ -20,6 +22,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from bridge.local_agent.codec import OutputEncoder
 from bridge.local_agent.conversation import Emit, Item
 
 BYTES_PER_MS = 48  # PCM16 mono 24 kHz
@@ -86,11 +89,17 @@ class SpokenResponse:
     output: dict[str, Any]  # the session's audio.output configuration
     next: int = 0
     spoken: str = ""  # transcript sent so far
-    sent: bytearray = field(default_factory=bytearray)  # audio sent so far
+    sent: bytearray = field(default_factory=bytearray)  # audio sent so far, as sent
+
+    def __post_init__(self) -> None:
+        # The format is the session's when the response started: a later session.update
+        # changes the next response, not this one.
+        self._encoder = OutputEncoder(self.output["format"])
 
     @property
     def sent_ms(self) -> float:
-        return len(self.sent) / BYTES_PER_MS
+        """Milliseconds of audio sent: what a truncate's ``audio_end_ms`` may reach."""
+        return len(self.sent) / self._encoder.bytes_per_ms
 
     @property
     def all_sent(self) -> bool:
@@ -139,7 +148,9 @@ class SpokenResponse:
                         "response.output_audio_transcript.delta", **self._where(), delta=chunk.text
                     )
                 )
-            audio = self.pcm[chunk.start : chunk.end]
+            audio = self._encoder.encode(
+                self.pcm[chunk.start : chunk.end], last=self.next == len(self.chunks)
+            )
             self.sent += audio
             out.append(
                 emit(

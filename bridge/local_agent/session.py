@@ -13,7 +13,7 @@ It is strict on purpose, so that it catches the mistakes the real service punish
 malformed, unknown or beta-shaped client event, a truncate past the audio actually sent,
 a cancel with nothing to cancel, each gets an ``error`` event carrying the offending
 ``event_id``. What it sent is recorded for tests: ``errors``, ``truncates``,
-``audio_sent_ms`` and ``responses`` (item id → PCM bytes sent).
+``audio_sent_ms`` and ``responses`` (item id → audio bytes sent, in the output format).
 
 Echo turn (server VAD): speech_started → speech_stopped → input_audio_buffer.committed →
 conversation.item.added/done (user) → input transcription completed (placeholder text) →
@@ -233,7 +233,8 @@ class AgentSession:
         except binascii.Error:
             return [self._error(INVALID_AUDIO, event_id)]
         out: list[dict[str, Any]] = []
-        for decision in self._input.append(pcm, vad_on=self._turn is not None):
+        fmt = self.config["audio"]["input"]["format"]  # audio/pcmu: see bridge.local_agent.codec
+        for decision in self._input.append(pcm, vad_on=self._turn is not None, fmt=fmt):
             if isinstance(decision, VadStart):
                 out += self._speech_started(decision.audio_start_ms)
             else:
@@ -275,6 +276,8 @@ class AgentSession:
         return out
 
     def _on_commit(self, event_id: str | None) -> list[dict[str, Any]]:
+        if self._turn is None or self._speech_item is not None:
+            self._input.settle()  # μ-law: the upsampler's last ms belong to this commit
         end = self._input.samples_in
         if self._turn is not None and self._speech_item is not None:
             item_id, self._speech_item = self._speech_item, None

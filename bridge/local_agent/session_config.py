@@ -2,7 +2,8 @@
 
 Owns the effective session configuration: the GA defaults ``session.created`` reports, the
 rules a realtime ``session.update`` must pass before anything is applied (known keys,
-audio formats, turn detection, voice, modalities), with the ``code``, ``message`` and
+audio formats: ``audio/pcm`` at 24 kHz or ``audio/pcmu``, chosen for each direction on its
+own; turn detection, voice, modalities), with the ``code``, ``message`` and
 ``param`` the service answers each with, and how an accepted update merges into the
 configuration (only the fields present change; a new turn detection or format starts from
 its defaults). The client-event rules it builds on: ``bridge.local_agent.checks``.
@@ -37,6 +38,7 @@ SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
     "interrupt_response": True,
 }
 PCM: dict[str, Any] = {"type": "audio/pcm", "rate": 24000}
+PCMU: dict[str, Any] = {"type": "audio/pcmu"}  # G.711 μ-law, 8 kHz (bridge.local_agent.codec)
 
 _ANY: None = None
 _FORMAT = {"type": _ANY, "rate": _ANY}
@@ -176,12 +178,20 @@ def _unknown_keys(value: dict[str, Any], schema: dict[str, Any], path: str) -> P
 
 def _check_format(fmt: dict[str, Any], where: str) -> Problem | None:
     kind = fmt.get("type", "audio/pcm")
-    if kind in ("audio/pcmu", "audio/pcma"):
+    if kind == "audio/pcma":
         return Problem(
             "invalid_value",
-            f"The local agent speaks audio/pcm at 24000 Hz only; '{kind}' is not supported here.",
+            "The local agent speaks 'audio/pcm' (24000 Hz) and 'audio/pcmu' only; "
+            "'audio/pcma' is not supported here.",
             f"{where}.type",
         )
+    if kind == "audio/pcmu":
+        # G.711 μ-law is 8 kHz by definition: the GA format object has no rate field.
+        if "rate" in fmt:
+            return Problem(
+                "unknown_parameter", f"Unknown parameter: '{where}.rate'.", f"{where}.rate"
+            )
+        return None
     if kind != "audio/pcm":
         return Problem(
             "invalid_value",
@@ -254,6 +264,6 @@ def merge_session(current: dict[str, Any], update: dict[str, Any]) -> dict[str, 
                 )
                 value = {**base, **value}
             elif key == "format":
-                value = {**PCM, **value}
+                value = dict(PCMU) if value.get("type") == PCMU["type"] else {**PCM, **value}
             merged["audio"][side][key] = copy.deepcopy(value)
     return merged

@@ -352,7 +352,7 @@ BAD_EVENTS: list[tuple[dict[str, Any], str, str | None]] = [
     (
         {
             "type": "session.update",
-            "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+            "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcma"}}}},
         },
         "invalid_value",
         "session.audio.input.format.type",
