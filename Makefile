@@ -26,6 +26,9 @@ setup-test: $(VENV)/.test node_modules/.package-lock.json
 		$(SUDO) apt-get install -y -qq chromium; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq postgresql; }
+	@# tests/deploy runs the compose file's nginx config in front of two bridges.
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq nginx; }
 
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
