@@ -6,7 +6,8 @@
     GET  /readyz          200 when taking calls; 503 (and why) when draining, full or the
                           model is known unreachable
     GET  /metrics         the Prometheus text format (``bridge.metrics.MetricsCollector``)
-    GET  /metrics.json    latency summaries and counters as JSON (the benchmark reads it)
+    GET  /metrics.json    latency summaries and counters as JSON (the benchmark reads it);
+                          both for the whole server under ``--workers`` (``bridge.metrics_pool``)
     /softphone, /socket.io/   the browser softphone (when its package is present)
     GET  /console         the web console on the admin API (``bridge.console``), with
                           ADMIN_TOKEN only
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -39,7 +40,8 @@ from bridge.companion.routes import companion_routes
 from bridge.config import Settings
 from bridge.console import console_routes
 from bridge.guard import admit_for, run_breaker
-from bridge.metrics import Metrics, MetricsCollector
+from bridge.metrics import Metrics, MetricsCollector, RecordStats
+from bridge.metrics_pool import MetricsPool, exposition, json_snapshot
 from bridge.outbound.routes import callback_routes
 from bridge.phone.leg import twilio_media
 from bridge.services import Services
@@ -56,11 +58,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOOP_LAG_INTERVAL_S = 0.5
+PUBLISH_INTERVAL_S = 1.0  # a worker's figures, for the scrapes other workers answer
 BUSY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
 
 
-def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
-    """Build the app. ``model_url`` overrides where calls connect (tests, benchmarks)."""
+def create_app(
+    settings: Settings, *, model_url: str | None = None, metrics_pool: MetricsPool | None = None
+) -> ASGIApp:
+    """Build the app. ``model_url`` overrides where calls connect (tests, benchmarks).
+
+    ``metrics_pool``: this process is one of ``bridge serve --workers N``; ``/metrics`` and
+    ``/metrics.json`` then speak for every worker (``bridge.metrics_pool``).
+    """
     services = Services(settings, model_url or settings.openai_realtime_url)
     voice = make_voice_endpoint(settings, admit=admit_for(services))
     # The app's own registry: several apps may live in one process (tests, benchmarks).
@@ -101,10 +110,19 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
             status_code=200 if why is None else 503,
         )
 
+    def record_stats() -> RecordStats | None:
+        return services.records.stats if services.records is not None else None
+
     async def metrics(request: Request) -> Response:
+        if metrics_pool is not None:
+            whole = metrics_pool.whole(services.metrics, record_stats())
+            return Response(exposition(whole), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def metrics_json(request: Request) -> Response:
+        if metrics_pool is not None:
+            whole = metrics_pool.whole(services.metrics, record_stats())
+            return JSONResponse(json_snapshot(whole, metrics_pool.answered_by()))
         return JSONResponse(services.metrics.snapshot())
 
     @contextlib.asynccontextmanager
@@ -126,6 +144,10 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
             )
         lag = asyncio.create_task(_watch_loop_lag(services.metrics), name="loop lag")
         breaker = asyncio.create_task(run_breaker(services), name="model breaker")
+        if metrics_pool is not None:
+            shared = asyncio.create_task(
+                _publish_figures(metrics_pool, services.metrics, record_stats), name="figures"
+            )
         try:
             await _open_records(services)
             yield
@@ -133,6 +155,11 @@ def create_app(settings: Settings, *, model_url: str | None = None) -> ASGIApp:
             lag.cancel()
             breaker.cancel()
             await asyncio.gather(lag, breaker, return_exceptions=True)
+            if metrics_pool is not None:
+                shared.cancel()
+                await asyncio.gather(shared, return_exceptions=True)
+                with contextlib.suppress(OSError):  # the final figures
+                    metrics_pool.publish(services.metrics, record_stats())
             await _close_records(services)
             if local is not None:
                 await local.close()
@@ -233,6 +260,18 @@ class _MigrateFirst:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+async def _publish_figures(
+    pool: MetricsPool, metrics: Metrics, records: Callable[[], RecordStats | None]
+) -> None:
+    """Write this worker's figures for the others' scrapes, every ``PUBLISH_INTERVAL_S``."""
+    while True:
+        try:
+            pool.publish(metrics, records())
+        except OSError as exc:  # a full or vanished directory: figures stale, calls fine
+            logger.warning("could not publish this worker's figures: %s", exc)
+        await asyncio.sleep(PUBLISH_INTERVAL_S)
 
 
 async def _watch_loop_lag(metrics: Metrics) -> None:

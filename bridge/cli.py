@@ -41,6 +41,12 @@ def _key_presses(text: str) -> list[tuple[float, str]]:
     return presses
 
 
+def _workers(text: str) -> int:
+    from bridge.workers import parse_workers
+
+    return parse_workers(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the bridge")
     serve.add_argument("--host", help="overrides HOST")
     serve.add_argument("--port", type=int, help="overrides PORT")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N|auto",
+        help="overrides WORKERS: worker processes (default 1; 0 or auto: one per core)",
+    )
 
     sim = sub.add_parser("simulate", help="simulate a Twilio call against a local bridge")
     sim.add_argument("caller_wav", nargs="?", type=Path, default=FIXTURES / "caller-hello.wav")
@@ -120,9 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         case "serve":
             from bridge.server import serve_forever
 
-            return serve_forever(
-                settings.with_(host=args.host or settings.host, port=args.port or settings.port)
+            settings = settings.with_(
+                host=args.host or settings.host, port=args.port or settings.port
             )
+            if args.workers is not None:
+                settings = settings.with_(workers=args.workers)
+            if settings.workers != 1:
+                from bridge.workers import serve_workers, worker_count
+
+                if (count := worker_count(settings.workers)) > 1:
+                    return serve_workers(settings, count)
+            return serve_forever(settings)
         case "simulate":
             from bridge.demo import run_demo
 

@@ -52,6 +52,8 @@ class Settings:
     ws_voice_at_root: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    # Worker processes of ``bridge serve`` (WORKERS; 0: one per core, ``bridge.workers``).
+    workers: int = 1
     # Key for the per-call stream tokens; random per process unless configured.
     stream_token_secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
     stream_token_ttl_s: int = 300
@@ -206,6 +208,9 @@ class Settings:
             ws_voice_at_root=get.flag("WS_VOICE_AT_ROOT") if get.text("WS_VOICE_AT_ROOT") else True,
             host=get.text("HOST") or cls.host,
             port=get.integer("PORT", cls.port, lo=0, hi=65535),
+            workers=0
+            if (get.text("WORKERS") or "").lower() == "auto"
+            else get.integer("WORKERS", 1, lo=0, hi=1024),
             stream_token_secret=get.text("STREAM_TOKEN_SECRET") or secrets.token_hex(32),
             stream_token_ttl_s=get.integer("STREAM_TOKEN_TTL_S", 300, lo=10, hi=86400),
             playout_lead_ms=get.integer("PLAYOUT_LEAD_MS", 160, lo=40, hi=2000),
