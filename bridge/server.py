@@ -7,10 +7,12 @@ Nothing here parses arguments (``bridge.cli`` does) and nothing imports the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import socket
 import time
+from collections.abc import Generator
 from typing import Any
 
 import uvicorn
@@ -46,6 +48,14 @@ class DrainingServer(uvicorn.Server):
             len(self.services.calls),
             self.drain_s,
         )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        with super().capture_signals():
+            yield
+            # uvicorn would now raise the signal it stopped on again, so the process dies
+            # by it (exit 143). Stopping on SIGTERM is how we are meant to stop: exit 0.
+            self._captured_signals.clear()
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and (
