@@ -6,7 +6,8 @@ agent (``agent``) and the load generator (``load``: lean Twilio callers) on the 
 ``probe`` is the small ASGI wrapper the server runs under for the figures ``/metrics.json``
 does not keep (uplink jitter, event loop lag, GC pauses, metric resets, cProfile on
 demand). ``figures`` turns measurements into figures and verdicts, ``quality`` computes
-the PESQ figures; ``report`` prints the table and writes the JSON.
+the PESQ figures; ``compare`` the side-by-side table of ``--compare`` (transcoding
+bridge, μ-law pass-through bridge, relay); ``report`` prints the tables and writes the JSON.
 
 Nothing here is imported by the bridge itself.
 """

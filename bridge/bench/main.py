@@ -3,16 +3,20 @@
     bridge bench                         1, 10, 50, 100, 200 calls, 20 s each (7-9 min)
     bridge bench --steps 1,10,100 --duration 30 --ceiling 800 --json out/bench.json
     bridge bench --quick                 1 and 2 calls, a few seconds (what the tests run)
+    bridge bench --compare               transcoding bridge, μ-law pass-through bridge, relay
 
 Processes: the bridge and the minimal relay (``bridge.bench.relay``) each in their own
-process pinned to CPU 0; the local agent and the load generator pinned to CPU 1. For each
+process pinned to CPU 0; the local agent and the load generator (``--load-procs``
+processes, spread over the other CPUs) pinned to CPU 1 and up. For each
 step N: N callers start (staggered), the server's histograms are reset once all stream,
 the figures are taken over ``--duration`` seconds, then every caller hangs up. The same
 step runs against the relay straight after. The ramp stops after the first step where a
 bridge call heard a gap, sent a late frame, or ended abnormally, or at ``--ceiling``.
 
-Then: a cProfile of the bridge at the highest clean N, and PESQ of both audio directions.
-Figures and their exact definitions: ``bridge.bench.figures`` and the README.
+Then: a cProfile of the bridge at the highest clean N, and PESQ of both audio directions
+(skipped, with one line, when ``pesq`` is not installed). ``--compare`` adds the bridge in
+μ-law pass-through (``bridge.bench.compare``) to every step. Figures and their exact
+definitions: ``bridge.bench.figures`` and the README.
 
 This module owns the run (steps, ramp, retries, refinement) and the command line; the
 child processes and CPU accounting are ``bridge.bench.procs``'s.
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.bench import figures, report
+from bridge.bench import compare, figures, procs, quality, report
 from bridge.bench.procs import Proc, Target, machine, machine_busy_s, proc_cpu_s
 from bridge.bench.profiling import render as render_profile
 
@@ -44,7 +48,8 @@ DEFAULT_STEPS = (1, 10, 50, 100, 200)
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.cpus = _cpus(args)
+        self.cpus = procs.pinned_cpus(args.no_pin)
+        self.load_cpus = procs.load_cpus(self.cpus)
         self.procs: list[Proc] = []
         self.agent: Proc | None = None
         self.scratch: str | None = None  # the servers' call records, removed at close
@@ -64,7 +69,10 @@ class Bench:
         self.agent.info = self.agent.expect(30)
         return str(self.agent.info["url"])
 
-    def start_server(self, kind: str, model_url: str) -> Target:
+    def start_server(
+        self, kind: str, model_url: str, label: str = "", extra_env: dict[str, str] | None = None
+    ) -> Target:
+        label = label or kind
         token = secrets.token_hex(16) if kind == "bridge" else None
         env = {
             k: v
@@ -80,7 +88,8 @@ class Bench:
         if not (env.get("RECORDS_PATH") or env.get("DATABASE_URL")):
             # Records are part of every call, so they stay on: in a scratch file, not the cwd.
             self.scratch = self.scratch or tempfile.mkdtemp(prefix="bridge-bench-")
-            env["RECORDS_PATH"] = os.path.join(self.scratch, f"records-{kind}.db")
+            env["RECORDS_PATH"] = os.path.join(self.scratch, f"records-{label}.db")
+        env.update(extra_env or {})
         if token:
             env["TWILIO_AUTH_TOKEN"] = token
         else:
@@ -90,7 +99,7 @@ class Bench:
             "bridge.bench.server", "--kind", kind, "--model-url", model_url, *extra, env=env
         )
         proc.info = proc.expect(60)
-        return Target(kind, proc, f"http://127.0.0.1:{proc.info['port']}", token)
+        return Target(label, proc, f"http://127.0.0.1:{proc.info['port']}", token)
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -116,7 +125,7 @@ class Bench:
         self, target: Target, n: int, duration: float, profile: bool = False
     ) -> dict[str, Any]:
         a = self.args
-        per_proc = _split(n, a.load_procs)
+        per_proc = procs.split_calls(n, a.load_procs)
         loads = []
         for i, calls in enumerate(per_proc):
             cfg = {
@@ -128,7 +137,7 @@ class Bench:
                 "seed": n * 100 + i,
                 "caller_wav": str(a.caller),
                 "codec": "pcm24" if target.kind == "relay" else "mulaw",
-                "cpu": self.cpus[1] if self.cpus else None,
+                "cpu": procs.load_cpu(self.load_cpus, i),
             }
             loads.append(self._module("bridge.bench.load", json.dumps(cfg), stdin=True))
         try:
@@ -171,6 +180,7 @@ class Bench:
             rss_base_kib=target.rss_base_kib,
             after=target.stats(),
             foreign_cpu_s=max(0.0, (busy_b - busy_a) - (side_b - side_a) - (ours_b - ours_a)),
+            load_cores=procs.load_cores(self.load_cpus, len(per_proc)),
         )
         if prof is not None:
             step["profile"] = prof
@@ -212,14 +222,18 @@ class Bench:
     def run(self) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {"machine": machine(self.cpus), "config": _config(a, self.steps())}
+        out["config"]["load_cpus"] = self.load_cpus or None
         _log(
             f"bridge bench: steps {self.steps()} calls, {a.duration:g} s each, server on "
             f"CPU {self.cpus[0] if self.cpus else 'any'}, agent and callers on CPU "
-            f"{self.cpus[1] if self.cpus else 'any'}"
+            f"{','.join(map(str, self.load_cpus)) or 'any'}"
         )
         model_url = self.start_agent()
         targets = [self.start_server("bridge", model_url)]
-        if not a.no_baseline:
+        if a.compare:
+            for label, kind, env in compare.EXTRA_SERVERS:
+                targets.append(self.start_server(kind, model_url, label, env))
+        if not a.no_baseline or a.compare:
             targets.append(self.start_server("relay", model_url))
         for t in targets:  # lazy imports and first-call caches, before the memory baseline
             self.run_step(t, 1, min(2.0, a.duration))
@@ -240,26 +254,19 @@ class Bench:
             prof_step = self.run_step(targets[0], n, a.profile_duration, profile=True)
             out["profile"] = {"calls": n, "seconds": a.profile_duration, **prof_step.pop("profile")}
         if not a.no_quality:
-            from bridge.bench.quality import measure
-
-            _log("PESQ of both audio directions")
-            out["quality"] = measure(FIXTURES)
+            out.update(quality_part(a.compare))
         out["targets"] = figures.targets(out)
+        if a.compare:
+            out["compare"] = compare.build(out)
         return out
 
 
-def _split(n: int, parts: int) -> list[int]:
-    parts = max(1, min(parts, n)) if n else 1
-    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
-
-
-def _cpus(args: argparse.Namespace) -> tuple[int, int] | None:
-    if args.no_pin or not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None
-    return (cpus[0], cpus[1])
+def quality_part(compare: bool) -> dict[str, Any]:
+    """The PESQ figures, or one line saying why there are none (``pesq`` not installed)."""
+    if not quality.pesq_available():
+        return {"quality_skipped": quality.SKIPPED}
+    _log("PESQ of both audio directions")
+    return {"quality": quality.measure(FIXTURES, compare=compare)}
 
 
 def _config(a: argparse.Namespace, steps: list[int]) -> dict[str, Any]:
@@ -270,7 +277,8 @@ def _config(a: argparse.Namespace, steps: list[int]) -> dict[str, Any]:
         "ramp_rate_calls_per_s": a.ramp_rate,
         "load_processes": a.load_procs,
         "caller": Path(a.caller).name,
-        "baseline": not a.no_baseline,
+        "baseline": not a.no_baseline or a.compare,
+        "compare": a.compare,
         "retries_on_noise": a.retries,
         "refine": a.refine,
     }
@@ -336,7 +344,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run a step again when it was not clean while other processes on "
         "the machine were busy (default: 1)",
     )
-    p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--load-procs", type=int, default=1, help="load generator processes (1)")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="every step against three servers: the bridge transcoding, the bridge in μ-law "
+        "pass-through (MODEL_AUDIO_FORMAT=pcmu) and the minimal relay",
+    )
     p.add_argument(
         "--caller",
         type=Path,

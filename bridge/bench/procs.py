@@ -3,8 +3,9 @@
 Owns the child processes ``bridge bench`` starts (each speaks one JSON object per stdout
 line and dies with its parent), the servers under test as seen over HTTP (``/bench/stats``,
 ``/bench/reset``, the profiler switches), and CPU accounting from ``/proc``: a process's
-own CPU seconds and the whole machine's busy time. What a step does with them, and the
-ramp: ``bridge.bench.main``.
+own CPU seconds and the whole machine's busy time; and where each process is pinned (the
+server on one CPU, the agent and the ``--load-procs`` load processes on the others). What a
+step does with them, and the ramp: ``bridge.bench.main``.
 """
 
 from __future__ import annotations
@@ -149,6 +150,42 @@ class Target:
         deadline = time.monotonic() + timeout
         while self.stats()["metrics"]["calls_active"] and time.monotonic() < deadline:
             time.sleep(0.2)
+
+
+def pinned_cpus(no_pin: bool) -> tuple[int, int] | None:
+    """The server's CPU and the agent's: the first two this process may use."""
+    if no_pin or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def split_calls(n: int, parts: int) -> list[int]:
+    """``n`` calls over at most ``parts`` load processes, as evenly as whole calls go."""
+    parts = max(1, min(parts, n)) if n else 1
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def load_cpus(cpus: tuple[int, int] | None) -> list[int]:
+    """The CPUs of the agent and the load processes (``--load-procs``): every CPU this
+    process may use but the server's, the agent's first. Empty when nothing is pinned."""
+    if cpus is None:
+        return []
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return [cpus[1], *(c for c in allowed if c not in cpus)]
+
+
+def load_cpu(load: list[int], i: int) -> int | None:
+    """Load process ``i``'s CPU: the ones after the agent's first, then round the list."""
+    return load[(i + 1) % len(load)] if load else None
+
+
+def load_cores(load: list[int], procs: int) -> int:
+    """How many cores the agent and ``procs`` load processes share: the CPUs they are
+    pinned to, or, unpinned, every CPU of the machine (the server's too)."""
+    if not load:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return len({load[0], *(load_cpu(load, i) for i in range(max(1, procs)))})
 
 
 def machine(cpus: tuple[int, int] | None) -> dict[str, Any]:

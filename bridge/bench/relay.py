@@ -56,6 +56,7 @@ class Relay:
         self.model_url = model_url
         self.metrics = Metrics()
         self.calls: set[asyncio.Task[Any]] = set()
+        self.proxied: set[object] = set()  # what the draining server reads of ``Services``
         self.draining = False
         self.app = Starlette(
             routes=[

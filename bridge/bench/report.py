@@ -30,11 +30,14 @@ def progress_line(s: dict[str, Any]) -> str:
     )
 
 
+BOUNDED = " (bounded by the load generator)"
+
+
 def _rows(result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
     out = []
     for row in result.get("steps", []):
         ratio = row.get("ratio", {})
-        for kind in ("bridge", "relay"):
+        for kind in ("bridge", "bridge-pcmu", "relay"):
             if kind in row:
                 out.append((row, row[kind], ratio if kind == "bridge" else {}))
     return out
@@ -87,7 +90,7 @@ def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -
         str(sum(s["abnormal"].values())),
         f"{s['generator']['cpu_load_agent_and_callers'] * 100:.0f}%",
         f"{_f(s.get('other_processes_cpu_load', math.nan) * 100, '.0f')}%",
-        "clean" if s["clean"] else "NOT clean",
+        ("clean" if s["clean"] else "NOT clean") + (BOUNDED if s.get("load_saturated") else ""),
     ]
 
 
@@ -141,6 +144,25 @@ def _machine_line(result: dict[str, Any]) -> str:
     )
 
 
+def measured_line(result: dict[str, Any]) -> str:
+    """What was measured, and whether the load generator, not the server, was the limit."""
+    c, s = result["config"], result.get("summary", {})
+    cpus = c.get("load_cpus")
+    where = f"CPU {','.join(map(str, cpus))}" if cpus else "unpinned"
+    line = (
+        f"Measured: the server's own CPU, latency and memory with every call live; the local "
+        f"agent and {c.get('load_processes', 1)} load process(es) generate the calls ({where})."
+    )
+    at = s.get("load_saturated_at")
+    if at is None:
+        return line + " The load generator never reached 90% of its cores."
+    return line + (
+        f" From {at} calls the load generator saturated (agent+callers at >= 90% of its "
+        "cores): those steps are bounded by the load generator, not the server, and calls "
+        "per core beyond them is extrapolated from CPU per call-second, not measured."
+    )
+
+
 def _quality_rows(q: dict[str, Any]) -> list[list[str]]:
     return [
         [d, _f(q[d]["streamed"]), _f(q[d]["naive"]), _f(q["bar"])] for d in ("uplink", "downlink")
@@ -148,6 +170,56 @@ def _quality_rows(q: dict[str, Any]) -> list[list[str]]:
 
 
 QUALITY_HEAD = ["direction", "bridge (streamed)", "naive per-chunk", "bar"]
+
+
+COMPARE_HEAD = [
+    "server",
+    "calls",
+    "CPU ms per call-s",
+    "x relay",
+    "calls/core",
+    "RSS KiB/call",
+    "uplink p99",
+    "downlink p99",
+    "trigger→clear p99",
+    "PESQ up/down",
+    "PESQ vs PCM up/down",
+    "late frames up/down",
+    "verdict",
+]
+
+
+def _pair(p: dict[str, Any] | None, spec: str = ".2f") -> str:
+    return "-" if not p else f"{_f(p['uplink'], spec)} / {_f(p['downlink'], spec)}"
+
+
+def _compare_cells(r: dict[str, Any]) -> list[str]:
+    late = r["late_frames"]
+    return [
+        r["server"],
+        str(r["calls"]),
+        _f(r["cpu_ms_per_call_s"], ".3f"),
+        _f(r["x_relay"]),
+        _f(r["calls_per_core"], ".0f"),
+        _f(r["rss_kib_per_call"], ".0f"),
+        _f(r["uplink_p99_ms"]),
+        _f(r["downlink_p99_ms"]),
+        _f(r["trigger_to_clear_p99_ms"]),
+        _pair(r["pesq"]),
+        _pair(r["pesq_vs_pcm"]),
+        f"{late['uplink']}/{'-' if late['downlink'] is None else late['downlink']}",
+        ("clean" if r["clean"] else "NOT clean")
+        + (BOUNDED if r["load_saturated"] else "")
+        + (f" ({n} model errors since start)" if (n := r["model_errors_since_start"]) else ""),
+    ]
+
+
+def _compare_parts(result: dict[str, Any], table: Any) -> list[str]:
+    c = result["compare"]
+    servers = "; ".join(f"{k}: {v}" for k, v in c["servers"].items())
+    rows = [_compare_cells(r) for r in c["rows"]]
+    note = [c["pesq_note"]] if c["pesq_note"] else []
+    return [f"Servers compared ({servers})", table(COMPARE_HEAD, rows), *note]
 
 
 def _target_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -164,12 +236,16 @@ def render_text(result: dict[str, Any]) -> str:
         f"Each step: {c['duration_s']:g} s measured with every call live; callers play "
         f"{c['caller']} looped (talk, listen, interrupt), 20 ms μ-law frames in real time.",
         "",
+        measured_line(result),
+        "",
         "Load and cost",
         _text_table(COST_HEAD, [_cost_cells(*r) for r in rows]),
         "",
         "Latency added by the server (ms)",
         _text_table(LATENCY_HEAD, [_latency_cells(*r) for r in rows]),
     ]
+    if "quality_skipped" in result:
+        parts += ["", result["quality_skipped"]]
     if "quality" in result:
         parts += [
             "",
@@ -177,6 +253,8 @@ def render_text(result: dict[str, Any]) -> str:
             f"({result['quality']['chunking']})",
             _text_table(QUALITY_HEAD, _quality_rows(result["quality"])),
         ]
+    if "compare" in result:
+        parts += ["", *_compare_parts(result, _text_table)]
     s = result.get("summary", {})
     parts += [
         "",
@@ -195,13 +273,20 @@ def render_markdown(result: dict[str, Any]) -> str:
     parts = [
         f"Machine: {_machine_line(result)}.",
         "",
+        measured_line(result),
+        "",
         _md_table(COST_HEAD, [_cost_cells(*r) for r in rows]),
         "",
         _md_table(LATENCY_HEAD, [_latency_cells(*r) for r in rows]),
         "",
     ]
+    if "quality_skipped" in result:
+        parts += [result["quality_skipped"], ""]
     if "quality" in result:
         parts += [_md_table(QUALITY_HEAD, _quality_rows(result["quality"])), ""]
+    if "compare" in result:
+        head, table, *note = _compare_parts(result, _md_table)
+        parts += [head + ":", "", table, "", *note, ""]
     parts += [_md_table(["target", "measured", "verdict"], _target_rows(result)), ""]
     return "\n".join(parts)
 

@@ -1,0 +1,121 @@
+"""``bridge bench --compare``: three servers at the same steps, in one table. Pure.
+
+The servers: the bridge transcoding (today's default: μ-law 8 kHz <-> PCM16 24 kHz), the
+same bridge started with ``MODEL_AUDIO_FORMAT=pcmu`` (the model speaks μ-law, so the
+bridge passes payloads through; a bridge that does not know the variable yet ignores it
+and transcodes), and the minimal relay (``bridge.bench.relay``). ``bridge.bench.main``
+starts them (``EXTRA_SERVERS``) and runs every step against each; this module turns the
+steps' figures into the comparison rows (``build``), which ``bridge.bench.report`` prints.
+
+PESQ per server: transcoding, the streamed figures of ``bridge.bench.quality`` (against
+the ideal conversion of the μ-law signal, so μ-law's own loss is not counted); pass-
+through, a μ-law round trip at 8 kHz against PCM (the bridge adds nothing to μ-law, so
+that is all the caller and the model lose). Both servers against PCM are in
+``pesq_vs_pcm``: the figures to compare one with the other. The relay's audio is noise by
+design: no PESQ.
+
+Nothing here starts processes or touches the bridge.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TRANSCODING = "bridge"
+PASSTHROUGH = "bridge-pcmu"
+RELAY = "relay"
+SERVERS = (TRANSCODING, PASSTHROUGH, RELAY)
+# (label, server kind for ``bridge.bench.server``, extra environment), started after the
+# transcoding bridge and before the relay.
+EXTRA_SERVERS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    (PASSTHROUGH, "bridge", {"MODEL_AUDIO_FORMAT": "pcmu"}),
+)
+DESCRIPTIONS = {
+    TRANSCODING: "bridge, transcoding μ-law 8 kHz <-> PCM16 24 kHz (default)",
+    PASSTHROUGH: "bridge, μ-law pass-through (MODEL_AUDIO_FORMAT=pcmu)",
+    RELAY: "minimal relay (cost baseline, no call logic)",
+}
+PESQ_NOTE = (
+    "PESQ: bridge = streamed transcoding against the ideal conversion of the μ-law signal "
+    "(μ-law's own loss not counted); bridge-pcmu = a μ-law round trip against PCM (all the "
+    "pass-through loses). Against PCM, both: see 'PESQ vs PCM'."
+)
+
+
+def _p99(summary: dict[str, Any]) -> float | None:
+    value = summary.get("p99_ms") if summary.get("n") else None
+    return None if value is None else float(value)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+        return None
+    return round(a / b, 2)
+
+
+def _pesq(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
+    if not quality:
+        return None
+    if server == TRANSCODING:
+        return {d: quality[d]["streamed"] for d in ("uplink", "downlink")}
+    pcm = quality.get("against_pcm")
+    if server == PASSTHROUGH and pcm:
+        return dict(pcm["passthrough"])
+    return None
+
+
+def _pesq_vs_pcm(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
+    pcm = (quality or {}).get("against_pcm")
+    if not pcm or server == RELAY:
+        return None
+    return {
+        d: pcm["transcoding" if server == TRANSCODING else "passthrough"][d]
+        for d in ("uplink", "downlink")
+    }
+
+
+def row(
+    server: str, step: dict[str, Any], relay: dict[str, Any] | None, quality: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One server at one step, from its ``figures.step`` figures."""
+    cpu = step["cpu"]["ms_per_call_s"]
+    frames = step["frames"]
+    return {
+        "server": server,
+        "calls": step["calls"],
+        "cpu_ms_per_call_s": cpu,
+        "x_relay": _ratio(cpu, relay["cpu"]["ms_per_call_s"]) if relay else None,
+        "calls_per_core": step["cpu"]["calls_per_core"],
+        "rss_kib_per_call": step["memory"]["per_call_kib"],
+        "uplink_p99_ms": _p99(step["latency_ms"]["uplink"]),
+        "downlink_p99_ms": _p99(step["latency_ms"]["downlink"]),
+        "trigger_to_clear_p99_ms": _p99(step["barge_in"]["trigger_to_clear_ms"]),
+        "pesq": _pesq(server, quality),
+        "pesq_vs_pcm": _pesq_vs_pcm(server, quality),
+        "late_frames": {
+            "uplink": frames["uplink_late"],
+            # The relay keeps no items apart, so a gap inside an utterance means nothing.
+            "downlink": None if server == RELAY else frames["downlink_late_frames"],
+        },
+        "load_saturated": bool(step.get("load_saturated")),
+        "model_errors_since_start": int(step.get("model_errors_since_start", 0)),
+        "clean": step["clean"],
+        "verdict": step["verdict"],
+    }
+
+
+def build(result: dict[str, Any]) -> dict[str, Any]:
+    """The ``compare`` section of the result: every server at every step that ran."""
+    quality = result.get("quality")
+    rows = []
+    for step_row in result.get("steps", []):
+        relay = step_row.get(RELAY)
+        for server in SERVERS:
+            if server in step_row:
+                rows.append(row(server, step_row[server], relay, quality))
+    return {
+        "servers": {s: DESCRIPTIONS[s] for s in SERVERS},
+        "rows": rows,
+        "pesq_note": PESQ_NOTE if quality else None,  # else the one skipped line says why
+    }
