@@ -158,17 +158,21 @@ class Call:
     def phone_audio(self, payload: bytes, now: float) -> None:
         """Caller audio in the leg's format (μ-law 8 kHz for Twilio)."""
         uplink = self.uplink
-        levels = uplink.add(payload)
-        if uplink.full and (audio := uplink.take()):
+        uplink.add(payload)
+        full = uplink.full
+        local = self._local
+        # While the agent plays, every frame is measured as it comes; else per batch.
+        if local is not None and ((playing := self.playing) or full):
+            levels = uplink.levels()
+            if levels and local.levels(levels, playing=playing, now=now):
+                self._local_barge_in(now)
+        if full and (audio := uplink.take()):
             if self.model_ready:
                 self.to_model.append(rt.input_audio_append(audio))
             # Between sessions keep the latest few seconds for the next one; while the
             # caller is speaking too, so an utterance the old session dies in is not lost.
             if (not self.model_ready and self.sessions) or self._caller_speaking:
                 self._hold.add(audio)
-        local = self._local
-        if local is not None and levels and local.levels(levels, playing=self.playing, now=now):
-            self._local_barge_in(now)
 
     def phone_mark(self, name: str, now: float) -> None:
         self.playout.on_mark(name, now)

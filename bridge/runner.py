@@ -195,6 +195,19 @@ class CallRunner:
             for transfer in call.control.transfers:
                 self.tools.start_transfer(transfer)
             call.control.transfers.clear()
+        if call.to_phone:
+            await self._send_phone()
+        await self._send_model()
+        # Wake the pacer only if what came in moved the next paced release before the
+        # deadline it sleeps on: caller frames (50 a second) mostly do not.
+        due = call.next_due(self.clock())
+        if due is not None and (self._pacer_due is None or due < self._pacer_due):
+            self._wake.set()
+        if call.events:
+            self._notify()
+
+    async def _send_phone(self) -> None:
+        call = self.call
         async with self._sending:
             if call.to_phone:
                 outs, call.to_phone = call.to_phone, []
@@ -208,6 +221,9 @@ class CallRunner:
                 ):
                     self.metrics.clear.add((self.clock() - self._clear_trigger) * 1000)
                     self._clear_trigger = None
+
+    async def _send_model(self) -> None:
+        call = self.call
         writing = self._writer is not None and not self._writer.done()  # it sends them
         if call.to_model and self.model is not None and call.model_ready and not writing:
             if not is_open(self.model):
@@ -220,13 +236,6 @@ class CallRunner:
                 self._writer = asyncio.create_task(self._write_model())
             else:
                 await self._write_model()
-        # Wake the pacer only if what came in moved the next paced release before the
-        # deadline it sleeps on: caller frames (50 a second) mostly do not.
-        due = call.next_due(self.clock())
-        if due is not None and (self._pacer_due is None or due < self._pacer_due):
-            self._wake.set()
-        if call.events:
-            self._notify()
 
     async def feed(self, leg_input: LegInput, now: float) -> Ending | None:
         """Apply one input from the leg, which arrived at ``now``, and send what it caused.
@@ -242,7 +251,11 @@ class CallRunner:
                     self.tap.caller(payload, now)
                 self._clear_trigger = now  # the local detector may turn it into a barge-in
                 call.phone_audio(payload, now)
-                await self.flush()
+                if not (call.to_phone or call.events):
+                    # The usual frame: at most a batch for the model; no timer moved.
+                    await self._send_model()
+                if call.to_phone or call.events:  # a barge-in, a lost session: the rest
+                    await self.flush()
                 self.metrics.uplink.add((self.clock() - now) * 1000)
                 if call.recycle_due(now):
                     self.replace_model(now, "recycled")

@@ -4,11 +4,12 @@ Owns, for one call: the caller audio not yet sent (leg format), when enough has 
 to send (``batch_ms``: fewer, larger ``input_audio_buffer.append`` messages), its
 conversion to the model's format at that moment (streamed to PCM16 24 kHz, or μ-law passed
 through untouched when the model takes ``audio/pcmu``), and the level of every 20 ms frame
-of it as it arrives, for the local barge-in detector.
+of it, for the local barge-in detector.
 
-Why measure levels here, on the leg's own samples: a frame's level is needed at once (a
-barge-in must not wait for the batch), while decoding and resampling pay per call, not per
-sample, so they wait for the batch. For μ-law the level is one table lookup of squared
+Why measure levels here, on the leg's own samples: while the agent plays, a frame's level
+is needed at once (a barge-in must not wait for the batch); decoding and resampling pay per
+call, not per sample, so they wait for the batch, and so do the levels while nobody could
+be interrupted. For μ-law the level is one table lookup of squared
 sample values; the resampler's passband keeps speech power within a fraction of a dB, so
 the level of the 8 kHz frame is the level of the audio the model hears.
 
@@ -63,27 +64,31 @@ class UplinkPath:
         self.batch_bytes = self.frame_bytes * (batch_ms // FRAME_MS)
         self._transcoder = Uplink(codec, rate) if model_audio == "pcm16" else None
         self._pending = bytearray()  # leg audio not yet sent
-        self._unmetered = 0  # bytes at the end of _pending short of a whole frame
+        self._metered = 0  # bytes at the start of _pending whose levels were measured
 
     @property
     def model_bytes_per_ms(self) -> float:
         return 8.0 if self.model_audio == "pcmu" else 48.0
 
-    def add(self, payload: bytes) -> list[float]:
-        """Take caller audio; the levels (dBFS) of the whole frames it completed."""
-        pending = self._pending
-        unmetered = self._unmetered
-        if unmetered == 0 and len(payload) == self.frame_bytes:
-            frames = payload  # the usual case: one whole frame (Twilio's 20 ms)
-        else:
-            start = len(pending) - unmetered
-            end = start + (unmetered + len(payload)) // self.frame_bytes * self.frame_bytes
-            frames = bytes(pending[start:]) + payload
-            frames = frames[: end - start]
-        pending += payload
-        self._unmetered = (unmetered + len(payload)) % self.frame_bytes
-        if not frames:
+    def add(self, payload: bytes) -> None:
+        """Take caller audio (any size)."""
+        self._pending += payload
+
+    def _whole(self) -> int:
+        """Bytes of whole frames waiting (a partial frame waits for the rest)."""
+        size = len(self._pending)
+        return size - size % self.frame_bytes
+
+    def levels(self) -> list[float]:
+        """The levels (dBFS) of the whole frames not measured yet, oldest first.
+
+        Call it for every frame when a barge-in must not wait (the agent is playing), or
+        just before :meth:`take` otherwise: several frames cost one pass."""
+        end = self._whole()
+        if end <= self._metered:
             return []
+        frames = bytes(self._pending[self._metered : end])
+        self._metered = end
         if self.codec == "mulaw":
             power = _ULAW_SQUARES.take(np.frombuffer(frames, dtype=np.uint8))
         else:
@@ -98,16 +103,17 @@ class UplinkPath:
     @property
     def full(self) -> bool:
         """A batch's worth of whole frames is waiting: time to :meth:`take` it."""
-        return len(self._pending) - self._unmetered >= self.batch_bytes
+        return self._whole() >= self.batch_bytes
 
     def take(self) -> bytes:
         """The whole frames waiting, in the model's format (may be empty: nothing waits, or
-        a resampler is filling). A partial frame waits to be completed and metered."""
-        metered = len(self._pending) - self._unmetered
-        if metered <= 0:
+        a resampler is filling). Frames not yet measured are not measured any more."""
+        end = self._whole()
+        if end == 0:
             return b""
-        leg = bytes(self._pending[:metered])
-        del self._pending[:metered]
+        leg = bytes(self._pending[:end])
+        del self._pending[:end]
+        self._metered = max(0, self._metered - end)
         return leg if self._transcoder is None else self._transcoder.decode(leg)
 
     @property
