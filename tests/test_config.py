@@ -27,6 +27,9 @@ def test_defaults_need_no_keys():
         ({"OPENAI_REALTIME_URL": "https://api.openai.com/v1/realtime"}, "OPENAI_REALTIME_URL"),
         ({"OPENAI_VOICE": "robot"}, "OPENAI_VOICE"),
         ({"PLAYOUT_LEAD_MS": "5"}, "PLAYOUT_LEAD_MS"),
+        ({"UPLINK_BATCH_MS": "50"}, "UPLINK_BATCH_MS"),
+        ({"UPLINK_BATCH_MS": "400"}, "UPLINK_BATCH_MS"),
+        ({"MODEL_AUDIO_FORMAT": "pcma"}, "MODEL_AUDIO_FORMAT"),
         ({"TWILIO_AUTH_TOKEN": "secret"}, "PUBLIC_URL"),
         ({"AGENTS_FILE": "/nonexistent/agents.toml"}, "AGENTS_FILE"),
     ],
@@ -98,6 +101,7 @@ silence_duration_ms = 700
         "[agents.a]\n[agents.a.turn_detection]\nthreshold = 'high'\n",
         "[agents.a]\n[agents.a.turn_detection]\nthreshold = 2\n",
         "[agents.a]\ngreeting = 42\n",
+        "[agents.a]\nmodel_audio = 'g722'\n",
         "not toml at all [",
     ],
 )
@@ -148,3 +152,13 @@ def test_a_call_with_an_empty_greeting_asks_the_model_for_nothing():
         assert not any(e.kind == "agent_audio_start" for e in result.timeline)
 
     run_undisturbed(main())
+
+
+def test_model_audio_and_uplink_batch(tmp_path: Path):
+    s = Settings.from_env({"MODEL_AUDIO_FORMAT": "pcmu", "UPLINK_BATCH_MS": "100"}, env_file=None)
+    assert s.uplink_batch_ms == 100 and s.agents[0].model_audio == "pcmu"
+    agents = tmp_path / "agents.toml"
+    agents.write_text("[agents.a]\n[agents.b]\nmodel_audio = 'pcm16'\n")
+    s = Settings.from_env({"MODEL_AUDIO_FORMAT": "pcmu", "AGENTS_FILE": str(agents)}, env_file=None)
+    assert [a.model_audio for a in s.agents] == ["pcmu", "pcm16"]  # inherited, or its own
+    assert Settings.from_env({}, env_file=None).uplink_batch_ms == 60
