@@ -29,6 +29,8 @@ setup-test: $(VENV)/.test node_modules/.package-lock.json
 	@# tests/deploy runs the compose file's nginx config in front of two bridges.
 	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq nginx; }
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq redis-server; }
 
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -121,6 +121,9 @@ class Settings:
     companion_messages_per_minute: int = 100
     companion_idle_timeout_s: float = 600.0
     companion_history_turns: int = 20
+    # Shared state across instances (bridge.cluster): REDIS_URL (redis://, rediss://; None:
+    # each process keeps its own live calls, caps and breaker, as a single process does).
+    redis_url: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {
@@ -130,6 +133,7 @@ class Settings:
             "softphone_token",
             "admin_token",
             "database_url",  # may carry a password
+            "redis_url",  # may carry a password
         }
         parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items()]
         return f"Settings({', '.join(parts)})"
@@ -266,6 +270,7 @@ class Settings:
             ),
             companion_idle_timeout_s=get.number("COMPANION_IDLE_TIMEOUT_S", 600.0, lo=1, hi=86400),
             companion_history_turns=get.integer("COMPANION_HISTORY_TURNS", 20, lo=0, hi=64),
+            redis_url=get.url("REDIS_URL", schemes=("redis", "rediss")),
         )
         if settings.openai_api_key and not token and not settings.allow_unsigned_webhooks:
             raise ConfigError(
