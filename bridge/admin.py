@@ -35,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.cluster import LiveCall
+from bridge.clustering import hang_up_here
 from bridge.outbound.routes import place_endpoint
 from bridge.runner import CallRunner
 from bridge.services import Services
@@ -45,7 +47,6 @@ from bridge.store.timeline_entries import keypad_and_reconnect_entries, model_se
 
 logger = logging.getLogger(__name__)
 
-HANGUP_REASON = "ended by an operator"
 _MAX_SAY_CHARS = 500
 _NEAR_S = 2.0  # an answer's audio and its turn's first words come within this of each other
 
@@ -114,6 +115,18 @@ class _AdminApi:
                     continue
                 if before is None or key < before:
                     rows.append((key, self._summary(record, runner)))
+            cluster = self.services.cluster
+            remotes = await cluster.live_calls() if cluster is not None else []
+            for remote in remotes:
+                # Calls other instances run (REDIS_URL): what the registry knows of them.
+                if remote.call_sid in live_ids:
+                    continue
+                live_ids.add(remote.call_sid)
+                key = (datetime.fromisoformat(remote.started_at), remote.call_sid)
+                if (leg and remote.leg != leg) or (agent and remote.agent != agent):
+                    continue
+                if before is None or key < before:
+                    rows.append((key, _remote_summary(remote, key[0])))
         if state != "live":
             store = self._store()
             if store is not None:
@@ -174,15 +187,16 @@ class _AdminApi:
             say = body.get("say") if isinstance(body, dict) else None
             if say is not None and (not isinstance(say, str) or len(say) > _MAX_SAY_CHARS):
                 return _error(400, f"say must be text of at most {_MAX_SAY_CHARS} characters")
-        runner = self._runner(call_id)
-        if runner is None:
-            found = await self._find(call_id)
-            return _error(409, "the call has ended") if found else _error(404, "no such call")
-        call = runner.call
-        if call.closed is not None:
-            return _error(409, "the call has ended")
-        call.control.end(HANGUP_REASON, runner.clock(), say.strip() if say else None)
-        await runner.flush()  # wakes the pacer, which ends the call once it is heard
+        say = say.strip() if say else None
+        if not await hang_up_here(self.services, call_id, say):
+            cluster = self.services.cluster
+            # Another instance's call: its owner is asked over Redis.
+            reply = await cluster.request_hangup(call_id, say) if cluster else "not_found"
+            if reply == "unreachable":
+                return _error(503, "the instance running the call did not answer")
+            if reply != "ending":
+                found = await self._find(call_id)
+                return _error(409, "the call has ended") if found else _error(404, "no such call")
         logger.info("admin: hang-up of call %s asked%s", call_id, " (with a line)" if say else "")
         return JSONResponse({"id": call_id, "state": "ending"}, status_code=202)
 
@@ -248,6 +262,33 @@ class _AdminApi:
             "reconnects": record.reconnects,
             "tool_calls": len(record.tool_calls),
         }
+
+
+def _remote_summary(call: LiveCall, started_at: datetime) -> dict[str, Any]:
+    """A live call of another instance, in the shape of a summary (what is not shared:
+    None)."""
+    duration = (datetime.now(UTC) - started_at).total_seconds()
+    return {
+        "id": call.call_sid,
+        "leg": call.leg,
+        "direction": call.direction,
+        "agent": call.agent,
+        "from": call.from_,
+        "to": call.to,
+        "state": "live",
+        "started_at": started_at.isoformat(),
+        "answered_at": None,
+        "ended_at": None,
+        "duration_s": round(duration, 3),
+        "end_reason": None,
+        "turns": None,
+        "barge_ins": None,
+        "latency_ms": None,
+        "has_recording": False,
+        "reconnects": None,
+        "tool_calls": None,
+        "instance": call.instance,
+    }
 
 
 def _latencies(record: CallRecord, runner: CallRunner | None) -> list[ResponseLatency]:

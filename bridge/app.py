@@ -36,6 +36,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from bridge.admin import admin_routes
+from bridge.clustering import join_cluster, leave_cluster
 from bridge.companion.routes import companion_routes
 from bridge.config import Settings
 from bridge.console import console_routes
@@ -150,8 +151,10 @@ def create_app(
             )
         try:
             await _open_records(services)
+            await join_cluster(services)  # REDIS_URL: shared caps, live calls, breaker
             yield
         finally:
+            await leave_cluster(services)
             lag.cancel()
             breaker.cancel()
             await asyncio.gather(lag, breaker, return_exceptions=True)

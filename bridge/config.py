@@ -124,6 +124,8 @@ class Settings:
     # Shared state across instances (bridge.cluster): REDIS_URL (redis://, rediss://; None:
     # each process keeps its own live calls, caps and breaker, as a single process does).
     redis_url: str | None = field(default=None, repr=False)
+    # A crashed instance's calls stop counting toward the cluster's caps within this time.
+    cluster_lease_s: float = 15.0
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {
@@ -271,6 +273,7 @@ class Settings:
             companion_idle_timeout_s=get.number("COMPANION_IDLE_TIMEOUT_S", 600.0, lo=1, hi=86400),
             companion_history_turns=get.integer("COMPANION_HISTORY_TURNS", 20, lo=0, hi=64),
             redis_url=get.url("REDIS_URL", schemes=("redis", "rediss")),
+            cluster_lease_s=get.number("CLUSTER_LEASE_S", 15.0, lo=1, hi=600),
         )
         if settings.openai_api_key and not token and not settings.allow_unsigned_webhooks:
             raise ConfigError(

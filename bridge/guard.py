@@ -1,10 +1,11 @@
 """Who gets a call, a stream or a connection: the app's side of the limits and the breaker.
 
 Owns the decisions the web layer asks for, on ``Services``' state (``bridge.limits``,
-``bridge.breaker``): the voice webhook's ``admit`` (busy beyond ``MAX_CALLS_PER_CALLER``,
-the agent's fallback while the breaker is open), the per-address check on new media
-streams and Socket.IO connections, and the breaker's probe (a model session that
-answers). It sends nothing itself; numbers reach the log masked.
+``bridge.breaker``): the voice webhook's ``admit`` (busy beyond ``MAX_CALLS_PER_CALLER``
+or, with ``REDIS_URL``, the cluster's caps; the agent's fallback while the breaker is
+open), the per-address check on new media streams and Socket.IO connections, and the
+breaker's probe (a model session that answers). It sends nothing itself; numbers reach
+the log masked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 from bridge.agents import Agent
 from bridge.ai.client import close_quietly
+from bridge.clustering import webhook_busy
 from bridge.privacy import mask_number
 from bridge.services import Services
 from twiml.fallback import BUSY_TWIML, fallback_twiml
@@ -29,7 +31,7 @@ PROBE_TIMEOUT_S = 5.0
 def admit_for(services: Services) -> Admit:
     """The voice webhook's ``admit``: TwiML instead of the stream, or None."""
 
-    def admit(caller: str, agent: Agent) -> str | None:
+    async def admit(caller: str, agent: Agent) -> str | None:
         if services.callers.full(caller):
             logger.warning(
                 "voice webhook: %s already has %d live calls, rejecting busy",
@@ -39,10 +41,16 @@ def admit_for(services: Services) -> Admit:
             services.metrics.limited["caller_cap"] += 1
             services.metrics.call_outcome("rejected_busy")
             return BUSY_TWIML
-        if services.breaker.is_open:
+        if services.model_unreachable:
             logger.warning("voice webhook: model breaker open: agent %r fallback", agent.name)
             services.metrics.limited["breaker_open"] += 1
             return fallback_twiml(agent, services.settings)
+        busy = await webhook_busy(services, caller)  # REDIS_URL: the cluster's caps
+        if busy is not None:
+            logger.warning("voice webhook: %s, rejecting busy", busy)
+            services.metrics.limited["cluster_cap"] += 1
+            services.metrics.call_outcome("rejected_busy")
+            return BUSY_TWIML
         return None
 
     return admit

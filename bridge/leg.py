@@ -55,7 +55,7 @@ from bridge.inputs import LegInput
 from bridge.playout import PhoneOut
 
 # WebSocket close codes a leg is closed with.
-NORMAL, POLICY_VIOLATION, INTERNAL_ERROR = 1000, 1008, 1011
+NORMAL, POLICY_VIOLATION, INTERNAL_ERROR, TRY_AGAIN_LATER = 1000, 1008, 1011, 1013
 
 
 @dataclass(frozen=True)

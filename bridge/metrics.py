@@ -107,7 +107,7 @@ OUTCOMES = ("completed", "caller_hung_up", "failed", "rejected_busy", "transferr
 # Barge-in triggers the Call knows; anything else counts as "other".
 TRIGGERS = ("model", "local", "client")
 # Why a call or connection was turned away by a limit (bridge.limits, bridge.breaker).
-LIMITS = ("caller_cap", "connect_rate", "breaker_open")
+LIMITS = ("caller_cap", "connect_rate", "breaker_open", "cluster_cap")
 # Peers given up on because they stopped reading or answering (Twilio, model, browser).
 PEERS = ("twilio", "model", "browser")
 # Realtime error codes worth their own series; the rest count as "other", so that a

@@ -25,8 +25,9 @@ from bridge.ai.client import connect_realtime
 from bridge.ai.reconnect import RetryConfig
 from bridge.breaker import ModelBreaker
 from bridge.call import Call
+from bridge.cluster import CALLER_AT_CAPACITY, Cluster, SharedBreaker
 from bridge.config import Settings
-from bridge.leg import INTERNAL_ERROR, Ending, Leg
+from bridge.leg import INTERNAL_ERROR, TRY_AGAIN_LATER, Ending, Leg
 from bridge.limits import CallerCount, ConnectLimiter
 from bridge.metrics import Metrics
 from bridge.runner import CallRunner, ModelConnector, Observer
@@ -58,8 +59,12 @@ class Services:
     connector: ModelConnector | None = None  # tests may swap the model connection
     records: RecordWriter | None = None  # set by the app's lifespan when records are on
     records_where: str | None = None  # where they go, password-free (for one log line)
-    # Set by whatever knows the model cannot be reached (a circuit breaker): not ready.
+    # Set by whatever knows the model cannot be reached (the breaker, or the cluster's
+    # shared one): not ready, and new calls get the agent's fallback.
     model_unreachable: bool = False
+    # REDIS_URL: this instance's membership of the cluster (``bridge.clustering``).
+    cluster: Cluster | None = None
+    shared_breaker: SharedBreaker | None = None
     # Live sessions that are not Calls (the raw Realtime proxy): they count for MAX_CALLS.
     proxied: set[object] = field(default_factory=set)
     breaker: ModelBreaker = field(init=False)
@@ -167,9 +172,16 @@ class Services:
         runner.tools.parties(from_number, to_number)
         if leg_name == "phone":  # a Twilio call: transfer_call redirects it over REST
             runner.tools.redirect = partial(redirect_call, self.settings)
-        self.calls.add(runner)
         # The cap is per person on the other end: on an outbound call From is our own number.
         party = to_number if direction == "outbound" else from_number
+        if self.cluster is not None:
+            refused = await self._cluster_admit(
+                call, leg_name, party, direction, from_number, to_number
+            )
+            if refused is not None:
+                await leg.close(refused.reason, refused.code)
+                return refused
+        self.calls.add(runner)
         self.callers.add(party)
         self.metrics.call_started(leg_name)
         self.metrics.calls_active = len(self.calls)
@@ -183,10 +195,13 @@ class Services:
         finally:
             self.calls.discard(runner)
             self.recorders.pop(call.call_sid, None)
+            if self.cluster is not None:  # its places and registry entry go back
+                await self.cluster.unregister(call.call_sid)
+                await self.cluster.release(call.call_sid)
             if recording is not None:
                 recording.close(time.monotonic())
             self.callers.remove(party)
-            self.breaker.call_ended(
+            (self.shared_breaker or self.breaker).call_ended(
                 call.call_sid,
                 reached_model=runner.model is not None,
                 unreachable=ending.model_unreachable,
@@ -203,6 +218,35 @@ class Services:
                 except Exception:  # a record must never break the end of a call
                     logger.exception("call %s: could not build its record", call.call_sid)
             logger.info("call %s: ended: %s", call.call_sid, ending.reason)
+
+    async def _cluster_admit(
+        self,
+        call: Call,
+        leg_name: str,
+        party: str,
+        direction: Direction,
+        from_number: str,
+        to_number: str,
+    ) -> Ending | None:
+        """Take the call's places in the cluster (REDIS_URL) and list it there; or why not."""
+        assert self.cluster is not None
+        admission = await self.cluster.try_admit(call.call_sid, party)
+        if not admission.ok:
+            logger.warning("call %s: refused: %s", call.call_sid, admission.reason)
+            limit = "caller_cap" if admission.reason == CALLER_AT_CAPACITY else "cluster_cap"
+            self.metrics.limited[limit] += 1
+            self.metrics.call_outcome("rejected_busy")
+            return Ending(f"refused: {admission.reason}", TRY_AGAIN_LATER)
+        await self.cluster.register(
+            call.call_sid,
+            leg=leg_name,
+            agent=call.agent.name,
+            started_at=datetime.now(UTC),
+            direction=direction,
+            from_number=from_number,
+            to_number=to_number,
+        )
+        return None
 
 
 def _outcome(ending: Ending) -> str:

@@ -54,7 +54,7 @@ _CALL_SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # (From, the call's agent) → TwiML answering the call instead of the stream, or None.
-Admit = Callable[[str, Agent], str | None]
+Admit = Callable[[str, Agent], Awaitable[str | None]]
 # Where Twilio asks what to do once the stream has ended (twiml.fallback).
 AFTER_PATH = "/twilio/after"
 
@@ -147,7 +147,7 @@ def make_voice_endpoint(
         caller = _clip(form.get("From", ""), MAX_PARAMETER_CHARS - len("From"))
         called = _clip(form.get("To", ""), MAX_PARAMETER_CHARS - len("To"))
         agent = settings.agent_for(called or None)
-        instead = admit(caller, agent) if admit is not None else None
+        instead = await admit(caller, agent) if admit is not None else None
         if instead is not None:
             return Response(instead, media_type="text/xml")
         token = make_stream_token(

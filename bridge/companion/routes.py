@@ -47,7 +47,6 @@ from bridge.softphone.protocol import allowed_origin, origin_of
 logger = logging.getLogger(__name__)
 
 LEG = "companion"
-TRY_AGAIN_LATER = 1013
 
 
 def companion_routes(services: Services) -> list[BaseRoute]:
@@ -204,7 +203,7 @@ async def _session(websocket: WebSocket, services: Services, registry: Companion
 
 
 def _start_refusal(services: Services, registry: CompanionSessions, user_id: str) -> str | None:
-    if services.breaker.is_open:
+    if services.model_unreachable:
         return "Service temporarily unavailable"
     if registry.user_full(user_id):
         return f"too many sessions for this user (at most {registry.max_per_user})"

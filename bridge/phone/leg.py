@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError, SecurityError
 from bridge.guard import connect_allowed
-from bridge.leg import INTERNAL_ERROR, NORMAL, POLICY_VIOLATION, Ending, Feeder
+from bridge.leg import INTERNAL_ERROR, NORMAL, POLICY_VIOLATION, TRY_AGAIN_LATER, Ending, Feeder
 from bridge.outbound.amd import stream_started, token_subject
 from bridge.phone.protocol import MediaStream, Start, Stop, leg_input
 from bridge.playout import ClearPlayback, PhoneOut, SendAudio, SendMark
@@ -39,7 +39,6 @@ from twiml.security import check_stream_token, twilio_ws_signature_ok
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
-TRY_AGAIN_LATER = 1013
 LOGGED_BAD_FRAMES = 10
 SEND_TIMEOUT_S = 5.0  # a Twilio socket that takes longer to accept a send is dead
 CLOSE_TIMEOUT_S = 1.0

@@ -94,6 +94,12 @@ class Softphone:
         self.refused = 0  # connections refused since start (logged flood-proof)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
+            # REDIS_URL: an emit on any instance reaches a browser connected to another.
+            client_manager=(
+                socketio.AsyncRedisManager(settings.redis_url, channel="bridge-socketio")
+                if settings.redis_url
+                else None
+            ),
             namespaces=[NAMESPACE],
             # Engine.IO checks the origin of long-polling requests (and sets CORS headers);
             # WebSockets pass here and are checked at connect, where a refusal has a reason.

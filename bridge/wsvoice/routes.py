@@ -70,7 +70,7 @@ def _admit(websocket: WebSocket, services: Services) -> Params:
     admit(environ, params.token or bearer_token(environ) or "", services, what="wsvoice")
     if services.at_capacity:
         raise Refused("full", "the server is at capacity; try again later")
-    if services.breaker.is_open:
+    if services.model_unreachable:
         raise Refused("unavailable", "Service temporarily unavailable")
     return params
 

@@ -12,6 +12,7 @@ import base64
 import numpy as np
 
 from bridge.agents import Agent
+from bridge.call import playout_chunk_ms
 from bridge.config import Settings
 from bridge.harness import running_bridge
 from bridge.local_agent import serve_local_agent
@@ -97,7 +98,7 @@ def test_welcome_clear_text_reply_and_the_clients_rate() -> None:
             greeting = client.item_ids()[0]
             first = client.of("audio")[0]
             assert first["meta_info"]["sample_rate"] == 16000
-            assert len(base64.b64decode(first["data"])) == 40 * 32  # 40 ms at 16 kHz
+            assert len(base64.b64decode(first["data"])) == playout_chunk_ms(160) * 32  # 16 kHz
             await client.wait_for(
                 lambda: any(t["role"] == "assistant" and t["data"] for t in client.of("text")),
                 "the welcome message's text",

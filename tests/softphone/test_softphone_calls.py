@@ -184,7 +184,7 @@ def test_long_polling_binary_audio_at_48k():
             await browser.wait_for(lambda: browser.audio, "the greeting")
             chunk = browser.of("audio")[0]
             assert chunk["meta_info"]["sample_rate"] == 48000
-            assert len(base64.b64decode(chunk["data"])) == 40 * 96
+            assert len(base64.b64decode(chunk["data"])) == playout_chunk_ms(160) * 96
             assert browser.of("error") == []
             await browser.wait_for(lambda: browser.far.marks_played, "a mark played")
             assert await browser.call("hangup") == {"ok": True}
