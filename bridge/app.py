@@ -155,6 +155,7 @@ def create_app(
             yield
         finally:
             await leave_cluster(services)
+            await wrapped.softphone.aclose()
             lag.cancel()
             breaker.cancel()
             await asyncio.gather(lag, breaker, return_exceptions=True)
@@ -186,7 +187,8 @@ def create_app(
     app.state.services = services
     # Socket.IO at /socket.io/ and the page at /softphone; the rest (and the lifespan)
     # reaches this app, still found as ``.other_asgi_app``.
-    return with_softphone(app, services)
+    wrapped = with_softphone(app, services)
+    return wrapped
 
 
 async def _open_records(services: Services) -> None:

@@ -24,6 +24,7 @@ Each connection to the ``/softphone`` namespace is one ``Call`` on the shared co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -310,6 +311,19 @@ class Softphone:
             logger.warning("softphone %s: %d bad messages dropped so far", session.call.call_sid, n)
 
     # ------------------------------------------------------------------ plumbing
+
+    async def aclose(self) -> None:
+        """At shutdown: stop the Redis manager's listener and close its connections."""
+        manager = self.sio.manager
+        listener = getattr(manager, "thread", None)
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(BaseException):
+                await listener
+        for connection in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.aclose()
 
     async def _emit(self, sid: str, event: str, data: Any) -> None:
         await self.sio.emit(event, data, to=sid, namespace=NAMESPACE)
