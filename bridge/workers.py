@@ -36,15 +36,18 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from bridge.app import create_app
 from bridge.config import Settings
 from bridge.metrics_pool import MetricsPool, retire_worker
 from bridge.server import DrainingServer, make_server, services_of
+from bridge.services import Services
 
 logger = logging.getLogger("bridge.workers")
 
@@ -53,6 +56,15 @@ BACKLOG = 2048  # uvicorn's default
 MAX_WORKERS = 1024
 _FORK = multiprocessing.get_context("fork")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# What each worker serves: the ASGI app and its Services (``bridge bench`` wraps the app).
+AppFactory = Callable[[Settings, MetricsPool], tuple[Any, Services]]
+
+
+def bridge_app(settings: Settings, pool: MetricsPool) -> tuple[Any, Services]:
+    """The app every worker of ``bridge serve --workers N`` runs."""
+    app = create_app(settings, metrics_pool=pool)
+    return app, services_of(app)
 
 
 def parse_workers(text: str) -> int:
@@ -98,8 +110,16 @@ class _Worker:
 class Supervisor:
     """Starts the workers, forwards stop signals, replaces workers that die, reaps them all."""
 
-    def __init__(self, settings: Settings, count: int, sock: socket.socket, figures: str):
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        sock: socket.socket,
+        figures: str,
+        app_factory: AppFactory = bridge_app,
+    ):
         self.settings = settings
+        self.app_factory = app_factory
         self.count = count
         self.sock = sock
         self.figures = figures
@@ -160,7 +180,16 @@ class Supervisor:
         name = str(self._started)
         process = _FORK.Process(
             target=_worker_main,
-            args=(self.settings, self.sock, self.figures, name, slot, self._wake_r, self._wake_w),
+            args=(
+                self.settings,
+                self.sock,
+                self.figures,
+                name,
+                slot,
+                self.app_factory,
+                self._wake_r,
+                self._wake_w,
+            ),
             name=f"bridge-worker-{slot}",
         )
         # Blocked across the fork: a stop signal the new worker gets before its handler is
@@ -229,6 +258,7 @@ def _worker_main(
     figures: str,
     name: str,
     slot: int,
+    app_factory: AppFactory,
     *supervisor_only: socket.socket,
 ) -> None:
     """A worker: the one-process bridge on the inherited socket. Exits 0 once drained."""
@@ -253,8 +283,8 @@ def _worker_main(
         signal.signal(sig, on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     try:
-        app = create_app(settings, metrics_pool=MetricsPool(figures, name, slot))
-        server = make_server(settings, app, services_of(app))
+        app, services = app_factory(settings, MetricsPool(figures, name, slot))
+        server = make_server(settings, app, services)
     except Exception:
         logger.exception("worker %d could not build the app", slot)
         sys.exit(STARTUP_FAILURE)

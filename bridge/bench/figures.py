@@ -4,7 +4,8 @@ Definitions (the README repeats them for users):
 
 * CPU per call-second: the server process's own user+system CPU (``getrusage`` in the
   server, via ``/metrics.json``) over the window, divided by calls x window seconds. Calls per
-  core = its inverse: how many such calls would fill one core.
+  core = its inverse: how many such calls would fill one core. With ``--workers N``: summed
+  over the N workers (each step's ``workers`` lists each one's share).
 * added latency, uplink: from the bridge reading a caller frame to its
   ``input_audio_buffer.append`` handed to the model socket; downlink: from a model
   ``output_audio.delta`` read to the frames it released handed to the caller socket. Audio
@@ -63,6 +64,20 @@ def load_saturated(side_cpu_s: float, window_s: float, load_cores: int) -> bool:
     if not (window_s > 0 and load_cores > 0) or side_cpu_s != side_cpu_s:
         return False
     return side_cpu_s / window_s / load_cores >= LOAD_BUSY
+
+
+def worker_deltas(start: dict[str, Any], end: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each worker's CPU seconds and caller frames over the window, and its live calls."""
+    before = {w["pid"]: w for w in start.get("workers", [])}
+    return [
+        {
+            "pid": w["pid"],
+            "cpu_s": round(w["cpu_s"] - before.get(w["pid"], {}).get("cpu_s", 0.0), 3),
+            "frames_read": w["frames_in"] - before.get(w["pid"], {}).get("frames_in", 0),
+            "calls_active": w["calls_active"],
+        }
+        for w in end.get("workers", [])
+    ]
 
 
 def _low(h: Histogram | None) -> dict[str, float]:
@@ -178,6 +193,7 @@ def step(
         "model_errors_since_start": int(m["model_errors"]),
         "clean": clean,
         "verdict": verdict,
+        **({"workers": worker_deltas(start, end)} if "workers" in end else {}),
     }
 
 

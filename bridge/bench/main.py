@@ -4,6 +4,7 @@
     bridge bench --steps 1,10,100 --duration 30 --ceiling 800 --json out/bench.json
     bridge bench --quick                 1 and 2 calls, a few seconds (what the tests run)
     bridge bench --compare               transcoding bridge, μ-law pass-through bridge, relay
+    bridge bench --workers 1,2           the bridge as 1, then 2 worker processes: calls per box
 
 Processes: the bridge and the minimal relay (``bridge.bench.relay``) each in their own
 process pinned to CPU 0; the local agent and the load generator (``--load-procs``
@@ -12,6 +13,8 @@ step N: N callers start (staggered), the server's histograms are reset once all 
 the figures are taken over ``--duration`` seconds, then every caller hangs up. The same
 step runs against the relay straight after. The ramp stops after the first step where a
 bridge call heard a gap, sent a late frame, or ended abnormally, or at ``--ceiling``.
+``--workers N``: the bridge as N worker processes on one port, unpinned, its figures
+summed over them (``bridge.bench.workers``).
 
 Then: a cProfile of the bridge at the highest clean N, and PESQ of both audio directions
 (skipped, with one line, when ``pesq`` is not installed). ``--compare`` adds the bridge in
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.bench import compare, figures, procs, quality, report
+from bridge.bench import workers as pool
 from bridge.bench.procs import Proc, Target, machine, machine_busy_s, proc_cpu_s
 from bridge.bench.profiling import render as render_profile
 
@@ -52,6 +56,7 @@ class Bench:
         self.load_cpus = procs.load_cpus(self.cpus)
         self.procs: list[Proc] = []
         self.agent: Proc | None = None
+        self.targets: list[Target] = []
         self.scratch: str | None = None  # the servers' call records, removed at close
 
     # ------------------------------------------------------------------ processes
@@ -94,12 +99,11 @@ class Bench:
             env["TWILIO_AUTH_TOKEN"] = token
         else:
             env.pop("TWILIO_AUTH_TOKEN", None)
-        extra = ["--cpu", str(self.cpus[0])] if self.cpus else []
-        proc = self._module(
-            "bridge.bench.server", "--kind", kind, "--model-url", model_url, *extra, env=env
-        )
+        module, extra = pool.server_command(kind, self.args.workers, self.cpus)
+        proc = self._module(module, "--kind", kind, "--model-url", model_url, *extra, env=env)
         proc.info = proc.expect(60)
-        return Target(label, proc, f"http://127.0.0.1:{proc.info['port']}", token)
+        self.targets.append(pool.target(label, proc, token))
+        return self.targets[-1]
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -145,6 +149,7 @@ class Bench:
             time.sleep(a.settle)
             side_pids = [p.pid for p in loads] + ([self.agent.pid] if self.agent else [])
             ours = [p.pid for p in self.procs if p not in loads and p is not self.agent]
+            ours += [pid for t in self.targets for pid in t.worker_pids()]
             start = target.post("/bench/reset")
             side_a = sum(proc_cpu_s(pid) for pid in side_pids)
             ours_a = sum(proc_cpu_s(pid) for pid in ours) + time.process_time()
@@ -224,8 +229,8 @@ class Bench:
         out: dict[str, Any] = {"machine": machine(self.cpus), "config": _config(a, self.steps())}
         out["config"]["load_cpus"] = self.load_cpus or None
         _log(
-            f"bridge bench: steps {self.steps()} calls, {a.duration:g} s each, server on "
-            f"CPU {self.cpus[0] if self.cpus else 'any'}, agent and callers on CPU "
+            f"bridge bench: steps {self.steps()} calls, {a.duration:g} s each, "
+            f"{pool.server_where(a.workers, self.cpus)}, agent and callers on CPU "
             f"{','.join(map(str, self.load_cpus)) or 'any'}"
         )
         model_url = self.start_agent()
@@ -236,7 +241,7 @@ class Bench:
         if not a.no_baseline or a.compare:
             targets.append(self.start_server("relay", model_url))
         for t in targets:  # lazy imports and first-call caches, before the memory baseline
-            self.run_step(t, 1, min(2.0, a.duration))
+            self.run_step(t, 2 * a.workers if t.worker_pids() else 1, min(2.0, a.duration))
             t.rss_base_kib = int(t.stats()["metrics"]["rss_kib"])
         rows: list[dict[str, Any]] = []
         for n in self.steps():
@@ -247,7 +252,7 @@ class Bench:
                 break
         rows = self._refine(rows, targets)
         out["steps"] = rows
-        out["summary"] = figures.summary(rows)
+        out["summary"] = pool.summary(rows, a.workers)
         if not a.no_profile:
             n = out["summary"]["sustained_calls"] or 1
             _log(f"profiling the bridge at {n} calls for {a.profile_duration:g} s (cProfile)")
@@ -281,21 +286,12 @@ def _config(a: argparse.Namespace, steps: list[int]) -> dict[str, Any]:
         "compare": a.compare,
         "retries_on_noise": a.retries,
         "refine": a.refine,
+        "workers": a.workers,
     }
 
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("steps must be positive integers")
-    return values
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -306,7 +302,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--steps",
-        type=_int_list,
+        type=pool.int_list,
         default=list(DEFAULT_STEPS),
         help="concurrent calls per step (default: %(default)s)",
     )
@@ -384,7 +380,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="1 and 2 calls for a few seconds: checks the bench works, not speed",
     )
+    pool.add_arguments(p)
     args = p.parse_args(argv)
+    pool.settle_arguments(args)
     if args.quick:
         args.steps, args.duration, args.settle = [1, 2], 3.0, 0.5
         args.ceiling, args.profile_duration, args.ramp_rate = None, 2.0, 20.0
@@ -399,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return soak_main(argv)
     args = parse_args(argv)
+    if len(args.worker_counts) > 1:
+        return pool.run_counts(args, Bench)
     bench = Bench(args)
     try:
         result = bench.run()

@@ -16,6 +16,10 @@ Wraps the bridge (or the relay) in the server process and owns only measurement:
   ``/bench/profile/stop`` (cProfile of CPU time in the server's own thread, summarised as
   JSON; the raw profile is also written to ``$BRIDGE_BENCH_PSTATS`` when that is set).
 
+Under ``bridge bench --workers N`` each worker runs its own probe (``worker=True``): it
+starts with the app's lifespan, and its stats carry its pid and raw histograms, so the
+bench can merge the workers' answers (``bridge.bench.workers``).
+
 It must not change what the app does: it only looks at messages passing through.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import json
 import math
@@ -47,9 +52,11 @@ MEDIA_PREFIX = '{"event":"media"'  # how the benchmark's callers (and Twilio) st
 
 
 class Probe:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, worker: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.worker = worker
+        self.pstats_path = os.environ.get("BRIDGE_BENCH_PSTATS")
         self.profiler: cProfile.Profile | None = None
         self._gc_started = 0.0
         self._monitor: asyncio.Task[None] | None = None
@@ -67,6 +74,8 @@ class Probe:
 
     def start(self) -> None:
         """Start the loop-lag task and the GC hook (call from the server's event loop)."""
+        if self._monitor is not None:
+            return
         self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
         gc.callbacks.append(self._on_gc)
 
@@ -87,6 +96,8 @@ class Probe:
     # ------------------------------------------------------------------ ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.worker:
+            self.start()  # a worker's loop: no one else can start the probe there
         if scope["type"] == "http" and scope["path"].startswith("/bench/"):
             await self._control(scope, send)
             return
@@ -128,24 +139,26 @@ class Probe:
             self._reset()
             body = self.stats()
         elif path == "/bench/profile/start" and method == "POST":
-            # CPU time, not wall time: time blocked in epoll is not work.
-            self.profiler = cProfile.Profile(time.process_time)
-            self.profiler.enable()
-            body = {"profiling": True}
+            if self.profiler is None:  # asked again (a worker): the first one goes on
+                # CPU time, not wall time: time blocked in epoll is not work.
+                self.profiler = cProfile.Profile(time.process_time)
+                self.profiler.enable()
+            body = {"profiling": True, "pid": os.getpid()}
         elif path == "/bench/profile/stop" and method == "POST" and self.profiler:
             self.profiler.disable()
-            dump = os.environ.get("BRIDGE_BENCH_PSTATS")
-            if dump:  # the raw profile, for pstats / snakeviz
-                self.profiler.dump_stats(dump)
-            body = summarise(self.profiler)
+            if self.pstats_path:  # the raw profile, for pstats / snakeviz
+                self.profiler.dump_stats(self.pstats_path)
+            body = {**summarise(self.profiler), "pid": os.getpid()}
             self.profiler = None
+        elif path == "/bench/profile/stop" and method == "POST" and self.worker:
+            body = {"profiling": False, "pid": os.getpid()}  # stopped already
         else:
             await _respond(send, 404, {"error": f"no {method} {path}"})
             return
         await _respond(send, 200, body)
 
     def stats(self) -> dict[str, Any]:
-        return {
+        body = {
             "metrics": self.metrics.snapshot(),
             "uplink_jitter": self.uplink_jitter.summary(),
             "uplink_late": self.uplink_late,
@@ -154,7 +167,15 @@ class Probe:
             "gc_collections": list(self.gc_collections),
             "media_sockets": self.media_sockets,
             "monotonic": time.monotonic(),
+            "pid": os.getpid(),
         }
+        if self.worker:  # what the bench needs to merge workers' histograms
+            m = self.metrics
+            hists = {"uplink_jitter": self.uplink_jitter, "loop_lag": self.loop_lag}
+            hists |= {"gc_pause": self.gc_pause, "uplink": m.uplink, "downlink": m.downlink}
+            hists |= {"clear": m.clear, "response": m.response}
+            body["raw"] = {name: dataclasses.asdict(h) for name, h in hists.items()}
+        return body
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any]) -> None:

@@ -146,6 +146,10 @@ class Target:
     def post(self, path: str) -> dict[str, Any]:
         return self._call("POST", path)
 
+    def worker_pids(self) -> list[int]:
+        """The server's worker processes besides ``proc`` (``bridge.bench.workers``)."""
+        return []
+
     def wait_idle(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while self.stats()["metrics"]["calls_active"] and time.monotonic() < deadline:

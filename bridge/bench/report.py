@@ -132,9 +132,13 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 def _machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
     pinned = m.get("pinned")
+    workers = result["config"].get("workers", 1)
+    server = f"server pinned to CPU {pinned['server']}" if pinned else ""
+    if pinned and workers > 1:
+        relay = f" (the relay on CPU {pinned['server']})" if result["config"]["baseline"] else ""
+        server = f"the bridge's {workers} workers not pinned{relay}"
     where = (
-        f"server pinned to CPU {pinned['server']}, local agent and callers on CPU "
-        f"{pinned['agent_and_callers']}"
+        f"{server}, local agent and callers on CPU {pinned['agent_and_callers']}"
         if pinned
         else "no CPU pinning"
     )
@@ -153,6 +157,11 @@ def measured_line(result: dict[str, Any]) -> str:
         f"Measured: the server's own CPU, latency and memory with every call live; the local "
         f"agent and {c.get('load_processes', 1)} load process(es) generate the calls ({where})."
     )
+    if c.get("workers", 1) > 1:
+        line += (
+            f" The bridge runs as {c['workers']} worker processes on one port: its CPU and "
+            "memory are summed over them, and its calls per box is the largest clean step."
+        )
     at = s.get("load_saturated_at")
     if at is None:
         return line + " The load generator never reached 90% of its cores."

@@ -55,9 +55,9 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
-    sock = free_socket()
-    port = sock.getsockname()[1]
+def bench_settings(port: int) -> Settings:
+    """The server's settings from the environment, for a loopback server on ``port``
+    (also the workers' of ``bridge.bench.pool``); logging set up at their level."""
     env = dict(os.environ)
     if env.get("TWILIO_AUTH_TOKEN"):
         env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
@@ -70,6 +70,13 @@ async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
+    return settings
+
+
+async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    settings = bench_settings(port)
     app: Any
     services: Any
     if kind == "bridge":
