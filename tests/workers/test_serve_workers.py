@@ -156,6 +156,13 @@ def test_calls_land_on_both_workers_and_every_scrape_counts_them_all(tmp_path: P
         else:
             raise AssertionError(f"every call went to one worker: {f['workers']}")
 
+        # A worker's figures reach the others within a second: wait until every call's end
+        # is in them (the last caller hanging up does not wait for the bridge's count).
+        await eventually(
+            lambda: figures(s),
+            lambda f: f["calls_active"] == 0 and f["calls_started"] == made,
+            "every call's end in the figures",
+        )
         # Whichever worker answers, the whole server's count: scrape until both answered.
         answered: set[int] = set()
         for _ in range(400):
