@@ -5,7 +5,6 @@ from either side, with the current time. It drains two outboxes: ``to_phone`` (l
 playback commands) and ``to_model`` (Realtime client events as dicts). It owns:
 
 - the caller's audio on its way to the model (``bridge.uplink``: batched, converted, metered);
-- the responses in flight and which of their audio is stale;
 - barge-in: clear the phone's buffer, truncate the model's item to what was heard, stop a
   response still being generated, and drop its late audio; the greeting guard;
 - the local barge-in detector (``bridge.barge_in``) and its confirmation by the model;
@@ -14,7 +13,8 @@ playback commands) and ``to_model`` (Realtime client events as dicts). It owns:
   conversation so far is replayed into a new session and the caller audio held meanwhile
   sent to it; and whether now is a quiet moment to recycle an old session (``recycle_due``).
 
-It delegates, and must not reimplement: the conversation history, its replay, the held
+It delegates, and must not reimplement: the responses in flight, their items and which
+are stale (``bridge.responses``); the conversation history, its replay, the held
 caller audio and comfort noise (``bridge.conversation``); the timeline's records
 (``bridge.timeline``); per-item downlink transcoding and what the model sent of each item
 (``bridge.spoken``); paced playout, which items are dropped and what the caller has heard
@@ -36,7 +36,7 @@ from bridge.audio.transcode import MULAW_SILENCE, PCM16_SILENCE, Codec
 from bridge.barge_in import LocalBargeIn, leg_level_dbfs
 from bridge.conversation import HISTORY_ITEMS, HOLD_MS, Conversation, HeldAudio, Turn, comfort_noise
 from bridge.playout import ClearPlayback, Heard, PhoneOut, Playout, SendAudio
-from bridge.recent import Recent
+from bridge.responses import Responses
 from bridge.spoken import Spoken
 from bridge.timeline import BargeIn, CallEvent
 from bridge.tools.control import CallControl, ToolResult
@@ -81,16 +81,11 @@ class Call:
         # Per-call memory stays flat however long the call: only the latest are kept.
         self.model_audio = uplink.model_audio  # "pcmu": μ-law passes through both ways
         self._spoken = Spoken(downlink_codec, downlink_rate, playout, self.model_audio)
-        self._stale: Recent[str, None] = Recent()  # responses whose further audio is discarded
-        self._response_id: str | None = None  # the response being generated, if any
-        self._response_audio_done = False  # ...and whether its audio is all here
-        self._response_items: dict[str, list[str]] = {}
+        self._responses = Responses()
         self._first_audio_seen = False
         self._greeting_pending = False
         self._greeting_until: float | None = None
         self._pending_local: BargeIn | None = None
-        self._resume_after_done = False  # an unconfirmed barge-in waits out a response
-        self._create_sent = False  # a response asked for and not created yet
         self._local = (
             LocalBargeIn(min_speech_ms=agent.barge_in_min_ms) if (agent.local_barge_in) else None
         )
@@ -195,13 +190,8 @@ class Call:
     def text_input(self, text: str, now: float) -> None:
         """Typed input from the leg: a user message, then a response."""
         self.control.caller_typed()
-        # A response whose audio is all here is not cancelled (see _barge_in) but is not
-        # done either, and one asked for is not created yet: asking for the next one now
-        # would collide with it (conversation_already_has_active_response).
-        finishing = (self._response_id is not None and self._response_audio_done) or (
-            self._create_sent
-        )
-        if self.playout.active or self._response_id:
+        finishing = self._responses.finishing  # asking now would collide: wait for it
+        if self.playout.active or self._responses.active:
             self._barge_in(now, trigger="client", confirmed=True)
         self._conversation.user(None, text)
         if not self.model_ready:  # between sessions: the next one answers it
@@ -210,7 +200,7 @@ class Call:
             return
         self.to_model.append(rt.user_text(text))
         if finishing:
-            self._resume_after_done = True
+            self._responses.owed = True
         else:
             self._respond()
         self._event(now, "user_text", chars=len(text), text=text)
@@ -271,8 +261,7 @@ class Call:
             case rt.AudioDelta(response_id=response_id, item_id=item_id, audio=audio):
                 self._audio_delta(response_id, item_id, event.content_index, audio, now)
             case rt.AudioDone(response_id=response_id, item_id=item_id):
-                if response_id == self._response_id:
-                    self._response_audio_done = True
+                self._responses.all_audio(response_id)
                 self._audio_done(item_id, now)
             case rt.SpeechStarted(audio_start_ms=start_ms):
                 self._caller_speaking = True
@@ -285,25 +274,17 @@ class Call:
                 self._conversation.user(item_id)
                 self._event(now, "speech_stopped", audio_end_ms=end_ms)
             case rt.ResponseCreated(response_id=response_id):
-                self._create_sent = False
-                self._response_id = response_id
-                self._response_audio_done = False
-                self._response_items.setdefault(response_id, [])
+                self._responses.created(response_id)
             case rt.OutputItemAdded(response_id=response_id, item_id=item_id):
-                if response_id in self._stale:
-                    self._drop(item_id)
+                if not self._responses.item_added(response_id, item_id):
+                    self._drop(item_id)  # of a response cut off
                 else:
-                    self._response_items.setdefault(response_id, []).append(item_id)
                     if event.role == "assistant" and event.type == "message":
                         self._conversation.assistant(item_id)
                         self._event(now, "agent_item", item_id=item_id, response_id=response_id)
             case rt.ResponseDone(response_id=response_id, status=status, usage=usage):
-                if self._response_id == response_id:
-                    self._response_id = None
-                    if self._resume_after_done:
-                        self._resume_after_done = False
-                        self._respond()
-                self._response_items.pop(response_id, None)
+                if self._responses.done(response_id):
+                    self._respond()
                 self._event(
                     now, "response_done", status=status, usage=usage, response_id=response_id
                 )
@@ -318,7 +299,7 @@ class Call:
                 self._conversation.assistant_done(item_id, text)
                 self._event(now, "transcript", role="assistant", text=text, item_id=item_id)
             case rt.ServerError(code=code, message=message):
-                self._create_sent = False  # perhaps it refused what we asked for
+                self._responses.refused()
                 kind = log_model_error(self.call_sid, event)
                 self._event(now, "model_error", code=code, message=message, category=kind)
             case rt.SessionCreated() | rt.SessionUpdated():
@@ -340,7 +321,7 @@ class Call:
 
     @property
     def response_active(self) -> bool:
-        return self._response_id is not None
+        return self._responses.active
 
     @property
     def caller_speaking(self) -> bool:
@@ -378,14 +359,8 @@ class Call:
         self.model_ready = False
         self._conversation.settle()
         self._spoken.retire()
-        if self._response_id is not None:
-            self._stale.add(self._response_id)
-        self._response_id = None
-        self._response_audio_done = False
-        self._response_items.clear()
+        self._responses.lost()
         self._pending_local = None
-        self._resume_after_done = False
-        self._create_sent = False
         self._greeting_pending = False
         if not self._caller_speaking:
             self._hold.clear()  # else the utterance so far goes to the next session
@@ -403,7 +378,7 @@ class Call:
             and self.closed is None
             and self.recycle_after_s is not None
             and now - self._session_started >= self.recycle_after_s
-            and self._response_id is None
+            and not self._responses.active
             and not self._caller_speaking
             and self._pending_local is None
             and not self.playout.active
@@ -433,10 +408,10 @@ class Call:
             # where it was cut off (its item is truncated to what the caller heard).
             self._pending_local = None
             self._event(now, "barge_in_unconfirmed")
-            if self._response_id is None:
+            if not self._responses.active:
                 self._respond()
             else:  # creating one now would collide with the response in flight
-                self._resume_after_done = True
+                self._responses.owed = True
 
     def next_due(self, now: float) -> float | None:
         due = self.playout.next_due(now)
@@ -453,7 +428,7 @@ class Call:
     def _audio_delta(
         self, response_id: str, item_id: str, content_index: int, audio: bytes, now: float
     ) -> None:
-        if item_id in self.playout.dropped or response_id in self._stale:
+        if item_id in self.playout.dropped or self._responses.stale(response_id):
             return
         if not self._first_audio_seen:
             self._first_audio_seen = True
@@ -480,7 +455,7 @@ class Call:
         self.to_phone.extend(outs)
 
     def _speech_started(self, now: float) -> None:
-        self._resume_after_done = False  # the caller is talking: the model will answer
+        self._responses.owed = False  # the caller is talking: the model will answer
         pending = self._pending_local
         if pending is not None:
             # The model confirms what the local detector already acted on.
@@ -492,7 +467,7 @@ class Call:
             if self.playout.active:
                 self._barge_in(now, trigger="model", confirmed=True)
             return
-        if not (self.playout.active or self._response_id is not None):
+        if not (self.playout.active or self._responses.active):
             return
         if self._greeting_guarded(now):
             # "Hello?" on pick-up: the model may stop generating, but what it already
@@ -524,17 +499,12 @@ class Call:
                 self.to_model.append(
                     rt.item_truncate(heard.item_id, heard.content_index, audio_end_ms)
                 )
-        if (
-            trigger == "client"
-            and self._response_id is not None
-            and not (self._response_audio_done)
-        ):
+        cancellable = self._responses.cancellable
+        if trigger == "client" and cancellable is not None:
             # Only an explicit interrupt cancels. For caller speech the model's server VAD
             # cancels its own response when it hears it (cancelling too would race that),
             # and a local detection it never confirms should not have cut the response.
-            # A response whose audio is all here is finishing: cancelling it would race
-            # its response.done and earn a "no active response" error.
-            self.to_model.append(rt.response_cancel(self._response_id))
+            self.to_model.append(rt.response_cancel(cancellable))
         self._drop_response_items()
         barge = BargeIn(now, trigger, heard.item_id if heard else None, audio_end_ms, confirmed)
         self.barge_ins.append(barge)
@@ -551,10 +521,8 @@ class Call:
 
     def _drop_response_items(self) -> None:
         """Everything of the response in flight is stale, including items not seen yet."""
-        if self._response_id is not None:
-            self._stale.add(self._response_id)
-            for item_id in self._response_items.get(self._response_id, ()):
-                self._drop(item_id)
+        for item_id in self._responses.cut():
+            self._drop(item_id)
 
     def _drop(self, item_id: str) -> None:
         self._spoken.drop(item_id)
@@ -586,7 +554,7 @@ class Call:
     def _respond(self, instructions: str | None = None) -> None:
         """Ask for a response; until it is created, typed input waits for it to end."""
         self.to_model.append(rt.response_create(instructions))
-        self._create_sent = True
+        self._responses.asked()
 
     def _event(self, now: float, kind: str, **detail: Any) -> None:
         self.events.append(CallEvent(now - self.started_at, kind, detail))

@@ -428,8 +428,10 @@ def test_per_call_state_stays_flat_over_a_long_call():
         if n % 3 == 0:
             pair.model(rt.SpeechStarted(0, "item_user"))
     call = pair.call
-    assert len(call._spoken) <= 32 and len(call._dropped) <= 32 and len(call._stale) <= 32
-    assert len(call._response_items) <= 1
+    assert (
+        len(call._spoken) <= 32 and len(call._dropped) <= 32 and len(call._responses._stale) <= 32
+    )
+    assert len(call._responses._items) <= 1
 
 
 # ---------------------------------------------------------------- model sessions come and go
