@@ -1,13 +1,11 @@
 """One local-agent session: a Realtime (GA) look-alike that echoes the caller. Sans-I/O.
 
-Owns the state of one socket and the dispatch of client events: the effective session
-configuration (its rules: ``session_config``), the input audio buffer and its VAD turning
-into user turns (``input`` / ``vad``), the conversation (its items: ``conversation``), the
-one in-flight response with its schedule of audio deltas (``response``), and the session's
-maximum duration. It takes client events with the current time and returns the server
-events to send; response audio is released by :meth:`AgentSession.poll` as time passes
-(faster than real time, in chunks of varying size, like the service). It never touches a
-socket or a clock: ``bridge.local_agent.server`` is the I/O shell.
+Owns one socket's state and the dispatch of client events: the session configuration
+(``session_config``), input audio and its VAD (``input``, ``vad``), the conversation, the
+response in flight and its audio schedule (``response``), the maximum duration. Client
+events in (with the time), server events out; :meth:`AgentSession.poll` releases response
+audio as time passes, faster than real time in chunks of varying size like the service.
+No socket, no clock: ``bridge.local_agent.server`` is the I/O shell.
 
 It is strict on purpose, so that it catches the mistakes the real service punishes: every
 malformed, unknown or beta-shaped client event, a truncate past the audio actually sent,
@@ -233,7 +231,7 @@ class AgentSession:
         except binascii.Error:
             return [self._error(INVALID_AUDIO, event_id)]
         out: list[dict[str, Any]] = []
-        fmt = self.config["audio"]["input"]["format"]  # audio/pcmu: see bridge.local_agent.codec
+        fmt = self.config["audio"]["input"]["format"]  # audio/pcmu: bridge.local_agent.codec
         for decision in self._input.append(pcm, vad_on=self._turn is not None, fmt=fmt):
             if isinstance(decision, VadStart):
                 out += self._speech_started(decision.audio_start_ms)
