@@ -98,12 +98,21 @@ def serve_forever(settings: Settings) -> int:
         settings.port,
         settings.public_url or "not set",
     )
-    # What start-up allocated lives as long as the process: keep it out of every future
-    # collection, whose pauses would otherwise stall every live call's audio.
-    gc.collect()
-    gc.freeze()
+    settle_collector()
     server.run()
     return 0
+
+
+def settle_collector() -> None:
+    """Keep the garbage collector's pauses out of live calls' audio.
+
+    What start-up allocated lives as long as the process: it is kept out of every future
+    collection. Young collections run every 10,000 allocations rather than 700: calls make
+    few reference cycles, and at 200 calls on one core this halved the caller frames read
+    late (``bridge bench``: 110 -> 49 in 20 s)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def services_of(app: Any) -> Services:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from typing import Any
 
 from bridge.bench.probe import Probe
 from bridge.config import Settings
-from bridge.server import free_socket, make_server, services_of
+from bridge.server import free_socket, make_server, services_of, settle_collector
 
 
 def pin(cpu: int | None) -> None:
@@ -101,10 +100,7 @@ async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
             task.result()
             return 1
         await asyncio.sleep(0.01)
-    # As ``bridge serve`` does (``serve_forever``): what start-up allocated stays out of
-    # every later collection. Both servers, so the comparison stays fair.
-    gc.collect()
-    gc.freeze()
+    settle_collector()  # as ``bridge serve`` does; both servers, so the comparison is fair
     probe.start()
     print(json.dumps({"port": port, "pid": os.getpid(), "kind": kind}), flush=True)
     await task
