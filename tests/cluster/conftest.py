@@ -51,3 +51,8 @@ _tests = itertools.count(1)
 def prefix() -> str:
     """Key prefix of one test: its own hash tag, so its keys are its own."""
     return f"{{test{next(_tests)}-{uuid.uuid4().hex[:8]}}}:"
+
+
+# The records tests' PostgreSQL server (Debian's, on a free port): the instances here share
+# one database as a cluster does.
+from tests.store.conftest import postgres  # noqa: E402, F401

@@ -64,8 +64,7 @@ async def bridges(count: int, redis_url: str, **changes: Any) -> AsyncIterator[l
         redis_url=redis_url,
         admin_token=TOKEN,
         stream_token_secret="one-secret-for-the-cluster",
-        records_path=None,
-        **changes,
+        **({"records_path": None} | changes),
     )
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -316,5 +315,43 @@ def test_the_webhook_on_one_instance_and_the_media_stream_on_another(redis_url: 
                 assert result.violations == [] and result.closed_by == "caller"
                 assert a.services.metrics.calls_started == 0  # A only answered the webhook
                 assert b.services.metrics.calls_started == 1  # B ran the call
+
+    asyncio.run(main())
+
+
+def test_instances_write_their_records_to_one_postgresql(redis_url: str, postgres: Any):
+    """Calls on A and on B end up in one PostgreSQL: either instance's admin API has both."""
+
+    async def main() -> None:
+        database = postgres.create_database()
+        async with bridges(2, redis_url, database_url=database) as (a, b):
+            results = await asyncio.gather(
+                *(
+                    simulate_call(
+                        bridge.base_url,
+                        np.zeros(8000, dtype=np.int16),
+                        public_url=bridge.public_url,
+                        auth_token=bridge.auth_token,
+                        hangup_after_s=1.0,
+                        from_=f"+1555000400{i}",
+                    )
+                    for i, bridge in enumerate((a, b))
+                )
+            )
+            assert all(r.closed_by == "caller" and not r.violations for r in results)
+
+            async def ended(base_url: str) -> list[dict[str, Any]]:
+                async with httpx.AsyncClient(timeout=PATIENCE_S) as client:
+                    answer = await client.get(
+                        f"{base_url}/calls",
+                        params={"state": "ended"},
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                    )
+                calls: list[dict[str, Any]] = answer.json()["calls"]
+                return calls
+
+            for bridge in (a, b):  # each wrote its own; each reads both
+                calls = await eventually(lambda: ended(bridge.base_url), lambda c: len(c) == 2)  # noqa: B023
+                assert {c["id"] for c in calls} == {r.call_sid for r in results}
 
     asyncio.run(main())
