@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.harness import RunningBridge, running_bridge, signed_settings
 from bridge.local_agent import serve_local_agent
 from bridge.server import free_socket
+from bridge.sim import webhook
 from bridge.sim.caller import simulate_call
 from bridge.sim.errors import WebhookRejected
 from bridge.sim.result import CallResult
@@ -296,25 +297,34 @@ def test_a_killed_instances_calls_leave_the_cap_within_the_lease(redis_url: str,
     asyncio.run(main())
 
 
-def test_the_webhook_on_one_instance_and_the_media_stream_on_another(redis_url: str):
+def test_the_webhook_on_one_instance_and_the_media_stream_on_another(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+):
     """Behind one public URL the proxy may send the webhook to A and the stream to B: B
     accepts the stream token A minted (one ``STREAM_TOKEN_SECRET``)."""
+    public = "https://bridge.example"
 
     async def main() -> None:
-        async with bridges(1, redis_url) as (b,):
-            # A answers webhooks for the public URL that streams land on: B's.
-            settings = b.services.settings.with_(public_url=b.public_url)
-            async with running_bridge(settings, model_url=b.services.model_url) as a:
-                result = await simulate_call(
-                    a.base_url,  # the webhook reaches A...
-                    np.zeros(8000, dtype=np.int16),
-                    public_url=b.public_url,  # ...signed for the public URL, as Twilio does
-                    auth_token=b.auth_token,
-                    hangup_after_s=1.0,
-                )
-                assert result.violations == [] and result.closed_by == "caller"
-                assert a.services.metrics.calls_started == 0  # A only answered the webhook
-                assert b.services.metrics.calls_started == 1  # B ran the call
+        async with bridges(2, redis_url, public_url=public) as (a, b):
+            # The proxy in front: media streams for the public host go to B.
+            b_host = b.base_url.removeprefix("http://")
+            monkeypatch.setattr(
+                webhook,
+                "connect_url",
+                lambda stream_url, base_url, public_url: stream_url.replace(
+                    "wss://bridge.example", f"ws://{b_host}"
+                ),
+            )
+            result = await simulate_call(
+                a.base_url,  # the webhook reaches A, signed for the public URL
+                np.zeros(8000, dtype=np.int16),
+                public_url=public,
+                auth_token=a.auth_token,
+                hangup_after_s=1.0,
+            )
+            assert result.violations == [] and result.closed_by == "caller"
+            assert a.services.metrics.calls_started == 0  # A only answered the webhook
+            assert b.services.metrics.calls_started == 1  # B ran the call
 
     asyncio.run(main())
 
