@@ -134,6 +134,15 @@ class Services:
         ``leg_name`` ("phone", "softphone") labels the call in metrics and its record;
         ``from_number``/``to_number`` are raw (the record masks them).
         """
+        # The cap is per person on the other end: on an outbound call From is our own number.
+        party = to_number if direction == "outbound" else from_number
+        if self.cluster is not None:  # REDIS_URL: a place in the cluster's caps first
+            refused = await self._cluster_admit(
+                call, leg_name, party, direction, from_number, to_number
+            )
+            if refused is not None:
+                await leg.close(refused.reason, refused.code)
+                return refused
         recorder = None
         if self.records is not None or self.settings.admin_token:
             recorder = CallRecorder.for_call(
@@ -172,15 +181,6 @@ class Services:
         runner.tools.parties(from_number, to_number)
         if leg_name == "phone":  # a Twilio call: transfer_call redirects it over REST
             runner.tools.redirect = partial(redirect_call, self.settings)
-        # The cap is per person on the other end: on an outbound call From is our own number.
-        party = to_number if direction == "outbound" else from_number
-        if self.cluster is not None:
-            refused = await self._cluster_admit(
-                call, leg_name, party, direction, from_number, to_number
-            )
-            if refused is not None:
-                await leg.close(refused.reason, refused.code)
-                return refused
         self.calls.add(runner)
         self.callers.add(party)
         self.metrics.call_started(leg_name)

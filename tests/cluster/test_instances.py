@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bridge import guard
 from bridge.config import Settings
 from bridge.harness import RunningBridge, running_bridge, signed_settings
 from bridge.local_agent import serve_local_agent
@@ -363,5 +364,37 @@ def test_instances_write_their_records_to_one_postgresql(redis_url: str, postgre
             for bridge in (a, b):  # each wrote its own; each reads both
                 calls = await eventually(lambda: ended(bridge.base_url), lambda c: len(c) == 2)  # noqa: B023
                 assert {c["id"] for c in calls} == {r.call_sid for r in results}
+
+    asyncio.run(main())
+
+
+def test_a_stream_past_the_cluster_cap_is_closed_where_it_starts(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Two webhooks may both see a place free: the stream that starts second is refused
+    (1013) by the atomic admission, and nothing of it is kept."""
+
+    async def no_early_busy(services: Any, caller: str) -> None:
+        return None  # as if the webhook had raced the other call
+
+    async def main() -> None:
+        async with bridges(2, redis_url, max_calls=1) as (a, b):
+            first = call_on(a, 60.0, "+15550005001")
+            await eventually(lambda: live_calls(b.base_url), lambda c: len(c) == 1)
+            monkeypatch.setattr(guard, "webhook_busy", no_early_busy)
+            result = await simulate_call(
+                b.base_url,
+                np.zeros(8000, dtype=np.int16),
+                public_url=b.public_url,
+                auth_token=b.auth_token,
+                hangup_after_s=5.0,
+            )
+            assert result.closed_by != "caller" and result.close_code == 1013
+            assert b.services.metrics.limited["cluster_cap"] == 1
+            assert not b.services.calls and not b.services.recorders
+            assert len(await live_calls(a.base_url)) == 1  # only the first call is listed
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
 
     asyncio.run(main())
