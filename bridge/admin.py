@@ -153,7 +153,15 @@ class _AdminApi:
         call_id = request.path_params["id"]
         found = await self._find(call_id)
         if found is None:
-            return _error(404, "no such call")
+            cluster = self.services.cluster
+            remote = await cluster.find(call_id) if cluster is not None else None
+            if remote is None:
+                return _error(404, "no such call")
+            # Live on another instance: what the cluster shares; its owner has the rest.
+            body = _remote_summary(remote, datetime.fromisoformat(remote.started_at))
+            body.update(timeline=[], usage=None, dtmf=[], model_sessions=[])
+            logger.info("admin: read call %s (on instance %s)", call_id, remote.instance)
+            return JSONResponse(body)
         record, runner = found
         body = self._summary(record, runner)
         body["timeline"] = _timeline(record, _latencies(record, runner))

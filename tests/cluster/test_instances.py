@@ -116,6 +116,13 @@ def test_a_call_on_a_is_listed_and_hung_up_through_b(redis_url: str):
             # A lists it too, as its own call (full figures, no instance field).
             (own,) = await live_calls(a.base_url)
             assert own["id"] == listed["id"] and "instance" not in own
+            async with httpx.AsyncClient(timeout=PATIENCE_S) as client:  # the console's page
+                page = await client.get(
+                    f"{b.base_url}/calls/{listed['id']}",
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+            assert page.status_code == 200, page.text
+            assert page.json()["state"] == "live" and page.json()["timeline"] == []
 
             async with httpx.AsyncClient(timeout=PATIENCE_S) as client:
                 answer = await client.post(
