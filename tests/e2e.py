@@ -19,23 +19,70 @@ import asyncio
 import contextlib
 import gc
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bridge.audio.wav import read_wav
 from bridge.config import Settings
 from bridge.harness import RunningBridge, running_bridge, signed_settings
 from bridge.local_agent import LocalAgentServer, serve_local_agent
+from bridge.server import free_socket
 from bridge.sim.result import RATE, CallResult, ClearRecord, TimelineEvent
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 # Generous: a deadline only ever ends a test that is failing anyway.
 PATIENCE_S = 30.0
+
+
+@contextlib.contextmanager
+def bridge_serve(cwd: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real ``bridge serve`` process on a free loopback port (the local agent, no keys,
+    no records, unsigned, plus ``env``) and its base URL, once ``/healthz`` answers. Killed
+    at the end if the test left it running."""
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    environ = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "AGENTS_FILE")}
+    environ.update(
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        HOST="127.0.0.1",
+        PORT=str(port),
+        RECORDS_PATH="off",
+        OPENAI_API_KEY="",
+        TWILIO_AUTH_TOKEN="",
+        **env,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve"],
+        cwd=cwd,  # no stray .env
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + PATIENCE_S
+        while True:  # up once /healthz answers
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "bridge serve did not start"
+            time.sleep(0.05)
+        yield proc, base_url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 
-from bridge.server import free_socket
 from bridge.sim.caller import simulate_call
-from tests.e2e import PATIENCE_S, fixture, match_through_gaps, rig, until
+from tests.e2e import PATIENCE_S, bridge_serve, fixture, match_through_gaps, rig, until
 
 
 def test_sigterm_drains_live_calls_then_exits():
@@ -82,38 +76,6 @@ def test_a_second_signal_stops_at_once():
 def test_bridge_serve_exits_0_on_sigterm(tmp_path):
     """A real ``bridge serve`` process stops on SIGTERM with exit code 0, as a deploy expects
     (uvicorn alone would raise the signal again after stopping: exit 143)."""
-    with free_socket() as sock:
-        port = sock.getsockname()[1]
-    environ = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "AGENTS_FILE")}
-    environ.update(
-        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        RECORDS_PATH="off",
-        OPENAI_API_KEY="",
-        TWILIO_AUTH_TOKEN="",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve"],
-        cwd=tmp_path,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + PATIENCE_S
-        while True:  # up once /healthz answers
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "bridge serve did not start"
-            time.sleep(0.05)
+    with bridge_serve(tmp_path) as (proc, _):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(PATIENCE_S) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.bench import figures, report
+from bridge.bench.load import hist_load, hist_merge
 from bridge.bench.procs import _NO_PROXY, Proc, Target
 from bridge.bench.profiling import render as render_profile
 from bridge.bench.profiling import summarise
-from bridge.metrics import Histogram
 
 MAX_TRIES = 400  # requests to reach every worker (fresh connections, ~1 ms each)
 MAX_WORKERS = 64
@@ -181,20 +181,6 @@ def summary(rows: list[dict[str, Any]], workers: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------- pure: merging
 
 
-def _hist(d: dict[str, Any]) -> Histogram:
-    return Histogram(list(d["counts"]), d["n"], d["total"], d["max"])
-
-
-def _merged(hists: list[Histogram]) -> Histogram:
-    out = Histogram()
-    for h in hists:
-        out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
-        out.n += h.n
-        out.total += h.total
-        out.max = max(out.max, h.max)
-    return out
-
-
 def merge_stats(answers: list[dict[str, Any]]) -> dict[str, Any]:
     """The workers' ``/bench/stats`` answers (with ``raw`` histograms) as one server's.
 
@@ -202,7 +188,9 @@ def merge_stats(answers: list[dict[str, Any]]) -> dict[str, Any]:
     summaries recomputed), uptime is the longest; ``monotonic`` is the last answer's time
     (the clock is system-wide). ``workers`` keeps each worker's own figures, by pid.
     """
-    hists = {name: _merged([_hist(a["raw"][name]) for a in answers]) for name in answers[0]["raw"]}
+    hists = {
+        name: hist_merge([hist_load(a["raw"][name]) for a in answers]) for name in answers[0]["raw"]
+    }
     metrics: dict[str, Any] = {}
     for key, value in answers[0]["metrics"].items():
         if key in hists:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,12 +24,12 @@ from bridge import guard
 from bridge.config import Settings
 from bridge.harness import RunningBridge, running_bridge, signed_settings
 from bridge.local_agent import serve_local_agent
-from bridge.server import free_socket
 from bridge.sim import webhook
 from bridge.sim.caller import simulate_call
 from bridge.sim.errors import WebhookRejected
 from bridge.sim.result import CallResult
 from tests.cluster.helpers import RedisServer
+from tests.e2e import bridge_serve
 from tests.softphone.helpers import FakeBrowser
 
 PATIENCE_S = 30.0
@@ -232,39 +229,13 @@ def test_a_killed_instances_calls_leave_the_cap_within_the_lease(redis_url: str,
     lease_s = 2.0
 
     async def main() -> None:
-        with free_socket() as sock:
-            port = sock.getsockname()[1]
-        environ = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "AGENTS_FILE")}
-        environ.update(
-            PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-            HOST="127.0.0.1",
-            PORT=str(port),
-            RECORDS_PATH="off",
-            OPENAI_API_KEY="",
-            TWILIO_AUTH_TOKEN="",
+        with bridge_serve(
+            tmp_path,
             REDIS_URL=redis_url,
             CLUSTER_LEASE_S=str(lease_s),
             MAX_CALLS="1",
             ADMIN_TOKEN=TOKEN,
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "serve"],
-            cwd=tmp_path,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-
-                async def up() -> bool:
-                    with contextlib.suppress(httpx.TransportError):
-                        return (await client.get(f"{base}/readyz")).status_code == 200
-                    return False
-
-                await eventually(up, bool)
+        ) as (proc, base):
             async with bridges(1, redis_url, max_calls=1, cluster_lease_s=lease_s) as (b,):
                 on_a = asyncio.create_task(
                     simulate_call(
@@ -297,10 +268,6 @@ def test_a_killed_instances_calls_leave_the_cap_within_the_lease(redis_url: str,
                     hangup_after_s=0.5,
                 )
                 assert result.violations == [] and result.closed_by == "caller"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
     asyncio.run(main())
 
