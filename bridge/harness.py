@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +41,11 @@ def signed_settings(settings: Settings | None = None, **changes: Any) -> Setting
 
 @contextlib.asynccontextmanager
 async def running_bridge(
-    settings: Settings, *, model_url: str | None = None
+    settings: Settings, *, model_url: str | None = None, sock: socket.socket | None = None
 ) -> AsyncIterator[RunningBridge]:
-    sock = free_socket()
+    """``sock``: listen there (when PUBLIC_URL must name the port before the settings
+    exist); by default a free loopback port. The socket is closed at the end."""
+    sock = sock or free_socket()
     port = sock.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
     if settings.twilio_auth_token and not settings.public_url:

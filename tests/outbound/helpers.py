@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import io
 import secrets
-import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,12 +20,11 @@ import aiohttp
 import pytest
 
 from bridge import cli
-from bridge.app import create_app
 from bridge.call import Call, CallEvent
 from bridge.config import Settings
-from bridge.harness import RunningBridge
+from bridge.harness import RunningBridge, running_bridge
 from bridge.local_agent import LocalAgentServer, serve_local_agent
-from bridge.server import free_socket, make_server, services_of
+from bridge.server import free_socket
 from bridge.sim.twilio_cloud import TwilioCloud
 from bridge.sim.webhook import sign
 
@@ -129,38 +127,10 @@ async def deployment(tmp: Path, **overrides: str) -> AsyncIterator[Deployment]:
         try:
             env = deployment_env(cloud, sock.getsockname()[1], agent.url, tmp) | overrides
             settings = Settings.from_env(env, env_file=None)
-            async with _serve(settings, sock) as bridge:
+            async with running_bridge(settings, sock=sock) as bridge:
                 dep = Deployment(env, settings, cloud, bridge, agent, tmp)
                 bridge.services.observers.append(dep.timeline.observe)
                 yield dep
         finally:
             sock.close()
             await agent.close()
-
-
-@contextlib.asynccontextmanager
-async def _serve(settings: Settings, sock: socket.socket) -> AsyncIterator[RunningBridge]:
-    """A real uvicorn bridge on ``sock`` (``running_bridge`` picks its own port, and
-    PUBLIC_URL must name it before the settings exist)."""
-    app = create_app(settings)
-    services = services_of(app)
-    server = make_server(settings, app, services)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:  # uvicorn has no start event to await
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        yield RunningBridge(
-            base_url,
-            settings.public_url or base_url,
-            settings.twilio_auth_token,
-            services,
-            app,
-            server,
-            task,
-        )
-    finally:
-        server.should_exit = True
-        await task
