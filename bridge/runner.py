@@ -38,7 +38,14 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bridge.ai import events as rt
-from bridge.ai.client import CONNECT_ERRORS, backlog, close_quietly, http_status, is_open
+from bridge.ai.client import (
+    CONNECT_ERRORS,
+    backlog,
+    close_quietly,
+    fits,
+    http_status,
+    is_open,
+)
 from bridge.ai.reconnect import Retry, RetryConfig, classify_error
 from bridge.call import Call, CallEvent
 from bridge.errors import RealtimeProtocolError
@@ -304,10 +311,18 @@ class CallRunner:
             while call.to_model and self.model is not None and call.model_ready:
                 model = self.model
                 events, call.to_model = call.to_model, []
+                payloads = [orjson.dumps(event) for event in events]
+                # Sends that fit below the write limit cannot wait: no timer for them
+                # (arming one cost more than the usual send itself).
+                deadline = (
+                    contextlib.nullcontext()
+                    if fits(model, payloads)
+                    else asyncio.timeout(MODEL_SEND_TIMEOUT_S)
+                )
                 try:
-                    async with asyncio.timeout(MODEL_SEND_TIMEOUT_S):
-                        for event in events:
-                            await model.send(orjson.dumps(event), text=True)
+                    async with deadline:
+                        for payload in payloads:
+                            await model.send(payload, text=True)
                 except ConnectionClosed:
                     return  # the model reader sees the close and opens the next session
                 except TimeoutError:
@@ -393,18 +408,24 @@ class CallRunner:
 
     async def _pacer(self) -> Ending:
         call = self.call
+        wake = self._wake
+        loop = asyncio.get_running_loop()
         while True:
-            self._wake.clear()
+            wake.clear()
             now = self.clock()
             due = self._pacer_due = call.next_due(now)
             audio_due = call.playout.next_due(now)
             if due is None:
-                await self._wake.wait()
+                await wake.wait()
             else:
+                # A timer that sets the event, not a timeout around the wait: waking on
+                # time is the usual case, and a timeout would cancel the task to do it.
                 # At least a millisecond: a due time that is already past never spins.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(due - now, 0.001)):
-                        await self._wake.wait()
+                timer = loop.call_later(max(due - now, 0.001), wake.set)
+                try:
+                    await wake.wait()
+                finally:
+                    timer.cancel()
             if audio_due is not None and self.clock() - audio_due > LATE_FRAME_S:
                 self.metrics.frames_late += 1
             call.tick(self.clock())

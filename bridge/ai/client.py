@@ -92,6 +92,22 @@ def backlog(model: ClientConnection) -> int:
     return 0 if transport is None else int(transport.get_write_buffer_size())
 
 
+# What a websockets frame adds to a text message, at most (header, length, client mask).
+_FRAME_OVERHEAD = 14
+
+
+def fits(model: ClientConnection, payloads: list[bytes]) -> bool:
+    """Sending ``payloads`` now cannot wait: they fit below the socket's write limit,
+    past which a send waits for the peer to read (a stand-in without one: they fit)."""
+    transport = getattr(model, "transport", None)
+    if transport is None:
+        return True
+    if getattr(model, "paused", False):  # above the limit, not yet back below the low mark
+        return False
+    size = sum(len(p) + _FRAME_OVERHEAD for p in payloads)
+    return bool(transport.get_write_buffer_size() + size < transport.get_write_buffer_limits()[1])
+
+
 async def close_quietly(model: ClientConnection) -> None:
     """Close a socket we are done with: at most ~1 s, then cut (a deaf peer never answers)."""
     with contextlib.suppress(Exception):
