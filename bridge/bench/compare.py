@@ -19,7 +19,6 @@ Nothing here starts processes or touches the bridge.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 TRANSCODING = "bridge"
@@ -48,12 +47,6 @@ def _p99(summary: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def _ratio(a: float, b: float) -> float | None:
-    if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
-        return None
-    return round(a / b, 2)
-
-
 def _pesq(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
     if not quality:
         return None
@@ -76,16 +69,16 @@ def _pesq_vs_pcm(server: str, quality: dict[str, Any] | None) -> dict[str, float
 
 
 def row(
-    server: str, step: dict[str, Any], relay: dict[str, Any] | None, quality: dict[str, Any] | None
+    server: str, step: dict[str, Any], x_relay: float | None, quality: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """One server at one step, from its ``figures.step`` figures."""
-    cpu = step["cpu"]["ms_per_call_s"]
+    """One server at one step, from its ``figures.step`` figures and its CPU over the
+    relay's (``figures.add_ratios``)."""
     frames = step["frames"]
     return {
         "server": server,
         "calls": step["calls"],
-        "cpu_ms_per_call_s": cpu,
-        "x_relay": _ratio(cpu, relay["cpu"]["ms_per_call_s"]) if relay else None,
+        "cpu_ms_per_call_s": step["cpu"]["ms_per_call_s"],
+        "x_relay": x_relay if x_relay == x_relay else None,  # NaN: no relay to divide by
         "calls_per_core": step["cpu"]["calls_per_core"],
         "rss_kib_per_call": step["memory"]["per_call_kib"],
         "uplink_p99_ms": _p99(step["latency_ms"]["uplink"]),
@@ -110,10 +103,10 @@ def build(result: dict[str, Any]) -> dict[str, Any]:
     quality = result.get("quality")
     rows = []
     for step_row in result.get("steps", []):
-        relay = step_row.get(RELAY)
+        x_relay = step_row.get("cpu_x_relay", {})
         for server in SERVERS:
             if server in step_row:
-                rows.append(row(server, step_row[server], relay, quality))
+                rows.append(row(server, step_row[server], x_relay.get(server), quality))
     return {
         "servers": {s: DESCRIPTIONS[s] for s in SERVERS},
         "rows": rows,

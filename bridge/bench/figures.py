@@ -34,6 +34,7 @@ Definitions (the README repeats them for users):
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from bridge.bench.load import hist_load, hist_merge
@@ -209,13 +210,43 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 2)
 
 
-def add_ratios(row: dict[str, Any]) -> None:
-    """bridge / relay for every cost figure of one step (when the relay ran)."""
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median CPU per call-second (the lower middle one of an even count),
+    with every run's figure beside it; a step is clean only when every run was."""
+    if len(runs) == 1:
+        return runs[0]
+    ordered = sorted(runs, key=lambda s: s["cpu"]["ms_per_call_s"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["runs"] = {
+        "ms_per_call_s": [s["cpu"]["ms_per_call_s"] for s in runs],
+        "clean": [s["clean"] for s in runs],
+    }
+    unclean = [s for s in runs if not s["clean"]]
+    if unclean and median["clean"]:
+        median["clean"] = False
+        median["verdict"] = f"{unclean[0]['verdict']} ({len(unclean)} of {len(runs)} runs)"
+    return median
+
+
+def cpu_ratio(runs: list[dict[str, Any]], relay_runs: list[dict[str, Any]]) -> float:
+    """CPU per call-second over the relay's. With repeated runs, the median of the
+    ratios of runs made one after the other (run i / relay run i): a spell of noise on
+    the host shifts both sides of a pair."""
+    pairs = list(zip(runs, relay_runs, strict=False))
+    ratios = [_ratio(x["cpu"]["ms_per_call_s"], y["cpu"]["ms_per_call_s"]) for x, y in pairs]
+    return round(statistics.median(ratios), 2) if ratios else math.nan
+
+
+def add_ratios(row: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Every server's CPU over the relay's (``cpu_x_relay``) and bridge / relay for every
+    cost figure of one step (``ratio``), when the relay ran. ``runs``: each server's
+    runs of the step, in the order they ran."""
     b, r = row.get("bridge"), row.get("relay")
     if not b or not r:
         return
+    row["cpu_x_relay"] = {kind: cpu_ratio(done, runs["relay"]) for kind, done in runs.items()}
     row["ratio"] = {
-        "cpu_per_call": _ratio(b["cpu"]["ms_per_call_s"], r["cpu"]["ms_per_call_s"]),
+        "cpu_per_call": row["cpu_x_relay"]["bridge"],
         "memory_per_call": _ratio(b["memory"]["per_call_kib"], r["memory"]["per_call_kib"]),
         "uplink_p99": _ratio(_ms(b["latency_ms"]["uplink"]), _ms(r["latency_ms"]["uplink"])),
         "downlink_p99": _ratio(_ms(b["latency_ms"]["downlink"]), _ms(r["latency_ms"]["downlink"])),

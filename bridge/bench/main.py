@@ -4,6 +4,7 @@
     bridge bench --steps 1,10,100 --duration 30 --ceiling 800 --json out/bench.json
     bridge bench --quick                 1 and 2 calls, a few seconds (what the tests run)
     bridge bench --compare               transcoding bridge, μ-law pass-through bridge, relay
+    bridge bench --compare --repeat 3    each step 3 times, interleaved: medians (noisy hosts)
     bridge bench --workers 1,2           the bridge as 1, then 2 worker processes: calls per box
 
 Processes: the bridge and the minimal relay (``bridge.bench.relay``) each in their own
@@ -192,20 +193,30 @@ class Bench:
         return step
 
     def _run_row(self, n: int, targets: list[Target]) -> dict[str, Any]:
-        a = self.args
+        """One step against every server, ``--repeat`` times, interleaved (so each
+        server's runs meet the same spells of noise); each server's figures are its
+        median run's."""
+        runs: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in targets}
+        for _ in range(self.args.repeat):
+            for t in targets:
+                runs[t.kind].append(self._run_once(t, n))
         row: dict[str, Any] = {"calls": n}
-        for t in targets:
-            row[t.kind] = self.run_step(t, n, a.duration)
-            _log(report.progress_line(row[t.kind]))
-            for _ in range(a.retries):
-                noisy = row[t.kind]["other_processes_cpu_load"] > figures.FOREIGN_BUSY
-                if row[t.kind]["clean"] or not noisy:
-                    break
-                _log("  other processes were busy meanwhile: running the step again")
-                row[t.kind] = self.run_step(t, n, a.duration)
-                _log(report.progress_line(row[t.kind]))
-        figures.add_ratios(row)
+        row.update((kind, figures.median_run(done)) for kind, done in runs.items())
+        figures.add_ratios(row, runs)
         return row
+
+    def _run_once(self, target: Target, n: int) -> dict[str, Any]:
+        a = self.args
+        step = self.run_step(target, n, a.duration)
+        _log(report.progress_line(step))
+        for _ in range(a.retries):
+            noisy = step["other_processes_cpu_load"] > figures.FOREIGN_BUSY
+            if step["clean"] or not noisy:
+                break
+            _log("  other processes were busy meanwhile: running the step again")
+            step = self.run_step(target, n, a.duration)
+            _log(report.progress_line(step))
+        return step
 
     def _refine(self, rows: list[dict[str, Any]], targets: list[Target]) -> list[dict[str, Any]]:
         """Bisect between the last clean step and the first failing one, ``--refine`` times."""
@@ -285,6 +296,7 @@ def _config(a: argparse.Namespace, steps: list[int]) -> dict[str, Any]:
         "baseline": not a.no_baseline or a.compare,
         "compare": a.compare,
         "retries_on_noise": a.retries,
+        "repeat": a.repeat,
         "refine": a.refine,
         "workers": a.workers,
     }
@@ -340,6 +352,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run a step again when it was not clean while other processes on "
         "the machine were busy (default: 1)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every step this many times, the servers interleaved; report each "
+        "server's median run and the median of the paired CPU ratios (default: 1)",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes (1)")
     p.add_argument(
         "--compare",
@@ -383,6 +402,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pool.add_arguments(p)
     args = p.parse_args(argv)
     pool.settle_arguments(args)
+    if args.repeat < 1:
+        raise SystemExit("bridge bench: --repeat: at least 1")
     if args.quick:
         args.steps, args.duration, args.settle = [1, 2], 3.0, 0.5
         args.ceiling, args.profile_duration, args.ramp_rate = None, 2.0, 20.0

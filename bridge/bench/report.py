@@ -80,7 +80,7 @@ def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -
         str(row["calls"]),
         s["kind"],
         f"{s['cpu']['core_load'] * 100:.1f}%",
-        _f(s["cpu"]["ms_per_call_s"], ".3f"),
+        _cpu_cell(s),
         _f(ratio.get("cpu_per_call"), ".2f"),
         _f(s["cpu"]["calls_per_core"], ".0f"),
         _f(s["memory"]["per_call_kib"], ".0f"),
@@ -92,6 +92,14 @@ def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -
         f"{_f(s.get('other_processes_cpu_load', math.nan) * 100, '.0f')}%",
         ("clean" if s["clean"] else "NOT clean") + (BOUNDED if s.get("load_saturated") else ""),
     ]
+
+
+def _cpu_cell(s: dict[str, Any]) -> str:
+    """CPU ms per call-second; of repeated runs, the median and the range of every run."""
+    runs = s.get("runs", {}).get("ms_per_call_s")
+    if not runs:
+        return _f(s["cpu"]["ms_per_call_s"], ".3f")
+    return f"{s['cpu']['ms_per_call_s']:.2f} ({min(runs):.2f}-{max(runs):.2f})"
 
 
 def _latency_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
@@ -157,6 +165,12 @@ def measured_line(result: dict[str, Any]) -> str:
         f"Measured: the server's own CPU, latency and memory with every call live; the local "
         f"agent and {c.get('load_processes', 1)} load process(es) generate the calls ({where})."
     )
+    if c.get("repeat", 1) > 1:
+        line += (
+            f" Every step ran {c['repeat']} times, the servers taking turns: each figure is "
+            "a server's median run (CPU per call-second: median and range of every run), "
+            "x relay the median of the ratios of runs made one after the other."
+        )
     if c.get("workers", 1) > 1:
         line += (
             f" The bridge runs as {c['workers']} worker processes on one port: its CPU and "

@@ -194,6 +194,34 @@ def test_a_compare_row_shows_a_model_refusing_sessions() -> None:
     step, relay = _step(load_cores=2), _step(load_cores=2)
     step["model_errors_since_start"] = 3  # e.g. an agent that does not take audio/pcmu yet
     relay["cpu"]["ms_per_call_s"] = step["cpu"]["ms_per_call_s"] / 2
-    r = compare.row("bridge-pcmu", step, relay, None)
+    r = compare.row("bridge-pcmu", step, figures.cpu_ratio([step], [relay]), None)
     assert r["x_relay"] == 2.0 and r["pesq"] is None and r["load_saturated"] is False
     assert report._compare_cells(r)[-1] == "clean (3 model errors since start)"
+
+
+def test_repeated_runs_give_the_median_run_and_the_median_of_paired_ratios() -> None:
+    def run(cpu: float, clean: bool = True) -> dict[str, Any]:
+        s = _step(load_cores=2)
+        s["cpu"]["ms_per_call_s"], s["clean"] = cpu, clean
+        s["verdict"] = "clean" if clean else "late frames: 3 up, 0 down"
+        return s
+
+    # The host slowed down in the middle: both servers' second runs are dearer.
+    bridges = [run(5.0), run(9.0), run(5.2)]
+    relays = [run(2.5), run(4.4), run(2.6)]
+    assert figures.median_run(bridges)["cpu"]["ms_per_call_s"] == 5.2
+    assert figures.median_run(bridges)["runs"]["ms_per_call_s"] == [5.0, 9.0, 5.2]
+    assert figures.cpu_ratio(bridges, relays) == 2.0  # pairs: 2.0, 2.05, 2.0
+    row: dict[str, Any] = {
+        "calls": 10,
+        "bridge": figures.median_run(bridges),
+        "relay": figures.median_run(relays),
+    }
+    figures.add_ratios(row, {"bridge": bridges, "relay": relays})
+    assert row["ratio"]["cpu_per_call"] == row["cpu_x_relay"]["bridge"] == 2.0
+    # A step is clean only when every run was; the even count takes the lower middle run.
+    mixed = figures.median_run([run(5.0), run(6.0, clean=False)])
+    assert mixed["cpu"]["ms_per_call_s"] == 5.0 and not mixed["clean"]
+    assert mixed["verdict"] == "late frames: 3 up, 0 down (1 of 2 runs)"
+    assert "5.00 (5.00-6.00)" in report._cost_cells({"calls": 10}, mixed, {})[3]
+    assert figures.median_run([bridges[0]]) is bridges[0]  # one run: as it was
