@@ -90,8 +90,14 @@ def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -
         str(sum(s["abnormal"].values())),
         f"{s['generator']['cpu_load_agent_and_callers'] * 100:.0f}%",
         f"{_f(s.get('other_processes_cpu_load', math.nan) * 100, '.0f')}%",
-        ("clean" if s["clean"] else "NOT clean") + (BOUNDED if s.get("load_saturated") else ""),
+        _verdict_cell(s) + (BOUNDED if s.get("load_saturated") else ""),
     ]
+
+
+def _verdict_cell(s: dict[str, Any]) -> str:
+    if "runs" in s:  # repeated: which runs were not clean, and why
+        return str(s["verdict"])
+    return "clean" if s["clean"] else "NOT clean"
 
 
 def _cpu_cell(s: dict[str, Any]) -> str:
