@@ -90,14 +90,14 @@ def _cost_cells(row: dict[str, Any], s: dict[str, Any], ratio: dict[str, Any]) -
         str(sum(s["abnormal"].values())),
         f"{s['generator']['cpu_load_agent_and_callers'] * 100:.0f}%",
         f"{_f(s.get('other_processes_cpu_load', math.nan) * 100, '.0f')}%",
-        _verdict_cell(s) + (BOUNDED if s.get("load_saturated") else ""),
+        _verdict_cell(s),
     ]
 
 
 def _verdict_cell(s: dict[str, Any]) -> str:
-    if "runs" in s:  # repeated: which runs were not clean, and why
-        return str(s["verdict"])
-    return "clean" if s["clean"] else "NOT clean"
+    # Repeated: the verdict, which names the runs that were not clean, and why.
+    text = str(s["verdict"]) if "runs" in s else ("clean" if s["clean"] else "NOT clean")
+    return text + (BOUNDED if s.get("load_saturated") and BOUNDED not in text else "")
 
 
 def _cpu_cell(s: dict[str, Any]) -> str:
