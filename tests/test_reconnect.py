@@ -4,6 +4,7 @@ agent's fault switches (expire, refuse, drop, stall) and session recycling."""
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import numpy as np
@@ -211,6 +212,38 @@ def test_a_stalled_session_is_given_up_by_its_pings_and_replaced():
         Faults(stall_after_s=1.0, sessions=1),
         connector_kwargs={"ping_interval": 0.5, "ping_timeout": 1.5},
     )
+
+
+def test_a_session_that_stops_reading_is_given_up_by_the_send_timeout_and_replaced():
+    """No pings to notice it: the caller's appends fill the socket, a send waits past
+    MODEL_SEND_TIMEOUT_S, and the session is dropped and replaced; the call goes on."""
+
+    async def main() -> None:
+        audio = fixture("caller-hello.wav")
+        async with rig(agent_options={"faults": Faults(stall_after_s=1.0, sessions=1)}) as r:
+            url = r.agent.url
+
+            async def connector() -> Any:
+                model = await connect_realtime(url, "gpt-realtime", None, ping_interval=3600)
+                # A small kernel send buffer: the stalled peer's window fills in seconds.
+                sock = model.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                return model
+
+            r.bridge.services.connector = connector
+            events = timeline(r)
+            result = await call(r, audio)
+            sessions = list(r.agent.sessions)
+            metrics = r.bridge.services.metrics
+        assert result.closed_by == "caller"
+        assert metrics.peers_dropped["model"] == 1 and metrics.calls_failed == 0
+        lost = [e.detail["reason"] for e in events if e.kind == "model_lost"]
+        assert lost == ["the model stopped reading"]
+        assert len(sessions) == 2 and metrics.model_reconnects == 1
+        assert any(e.kind == "model_reconnected" for e in events)
+        assert unexpected_errors(sessions) == []
+
+    run_undisturbed(main())
 
 
 def test_an_old_session_is_recycled_at_a_quiet_moment():
