@@ -17,6 +17,7 @@ from bridge.call import Call, CallEvent
 from bridge.config import Settings
 from bridge.sim.caller import simulate_call
 from bridge.sim.result import CallResult, ClearRecord
+from bridge.uplink import FRAME_MS
 from tests.e2e import (
     FIXTURES,
     CallClock,
@@ -147,6 +148,7 @@ async def barge_in_round(
             ]
         )
         truncates = {t[0]: t[2] for s in r.agent.sessions for t in s.truncates}
+        sent_ms = {item: ms for s in r.agent.sessions for item, ms in s.audio_sent_ms.items()}
         errors = [e for s in r.agent.sessions for e in s.errors]
     watch.cancel()
     assert errors == [], errors  # the strict agent never rejected a truncate or cancel
@@ -158,7 +160,12 @@ async def barge_in_round(
         for clear in result.clears:
             if clear.item_id is None or clear.played_ms == 0:
                 continue
-            assert clear.item_id in truncates, "a heard item that was cut off is truncated"
+            if clear.item_id not in truncates:
+                # None is owed for an item the caller heard to the end (the clear came
+                # after its last frame played: on a loaded host it can come that late).
+                heard_all = clear.played_ms >= sent_ms[clear.item_id] - FRAME_MS
+                assert heard_all, "a heard item that was cut off is truncated"
+                continue
             error = truncation_error(result, clock, clear, cut_at, truncates)
             near_stall = stalls.near(cut_at[clear.item_id])
             (disturbed if near_stall else diffs).append(error)
