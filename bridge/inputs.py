@@ -19,9 +19,12 @@ __all__ = ["CallerAudio", "Dtmf", "FarEndMark", "HangUp", "Interrupt", "LegInput
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio:
-    """Caller audio in the leg's format (μ-law 8 kHz for Twilio, PCM16LE for the softphone)."""
+    """Caller audio in the leg's format (μ-law 8 kHz for Twilio, PCM16LE for the softphone),
+    and where it starts in the leg's own stream when the leg says (Twilio's media
+    ``timestamp``, ms): a recording places it there, not by when it arrived."""
 
     payload: bytes
+    stream_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,8 +75,9 @@ class Ending:
 class AudioTap(Protocol):
     """Sees the call's audio beside the call (``bridge.store.recording``); never blocks."""
 
-    def caller(self, payload: bytes, now: float) -> None:
-        """Caller audio in the leg's format, which arrived at ``now``."""
+    def caller(self, payload: bytes, now: float, stream_ms: int | None = None) -> None:
+        """Caller audio in the leg's format, which arrived at ``now`` (and starts at
+        ``stream_ms`` of the leg's own stream, when the leg says)."""
 
     def played(self, outs: list[PhoneOut], now: float) -> None:
         """``outs`` were handed to the leg at ``now``."""

@@ -252,10 +252,10 @@ class CallRunner:
         """
         call = self.call
         match leg_input:
-            case CallerAudio(payload=payload):
+            case CallerAudio(payload=payload, stream_ms=stream_ms):
                 self.metrics.frames_in += 1
                 if self.tap is not None:
-                    self.tap.caller(payload, now)
+                    self.tap.caller(payload, now, stream_ms)
                 self._clear_trigger = now  # the local detector may turn it into a barge-in
                 call.phone_audio(payload, now)
                 if not (call.to_phone or call.events):

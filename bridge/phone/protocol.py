@@ -139,8 +139,8 @@ HANGUP_REASON = "caller hung up"
 def leg_input(event: Event) -> inputs.LegInput | None:
     """What ``event`` means to the call (None: nothing, e.g. ``connected`` or ``start``)."""
     match event:
-        case Media(payload=payload):
-            return inputs.CallerAudio(payload)
+        case Media(payload=payload, timestamp=timestamp):
+            return inputs.CallerAudio(payload, timestamp)
         case Mark(name=name):
             return inputs.FarEndMark(name)
         case Dtmf(digit=digit):

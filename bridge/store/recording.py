@@ -6,6 +6,9 @@ caller's audio as it arrives (``caller``) and what was handed to the caller's le
 on one sample timeline counted from the call's start, at the leg's own rate: the caller's
 side exactly as it came in and the agent's exactly as it went out, with no resampling (no
 cost, nothing gained by upsampling 8 kHz telephone audio, and browsers play 8 kHz WAV).
+Caller audio is placed by the leg's own stream clock where it has one (Twilio's media
+timestamps), so frames a stall of this process held back keep their place; a leg without
+one (browsers) is placed by arrival, and silence fills where it went quiet.
 
 What the right channel holds is what the caller heard, modelled as the far end plays it
 (``bridge.schedule``'s model): released audio plays in order in real time from when it was
@@ -134,6 +137,7 @@ class CallRecording:
         self._left = _Track()  # caller, from _base
         self._right = _Track()  # agent, from _base
         self._agent_end = 0  # where the agent audio scheduled so far ends (sample index)
+        self._stream_origin: int | None = None  # sample index of the leg's stream time 0
         self._flushed_at = started_at
         self._closed = False
         self._file = _FileWriter(path, rate)
@@ -141,14 +145,23 @@ class CallRecording:
 
     # ------------------------------------------------------------------ the taps
 
-    def caller(self, payload: bytes, now: float) -> None:
-        """Caller audio in the leg's format, which arrived at ``now``."""
+    def caller(self, payload: bytes, now: float, stream_ms: int | None = None) -> None:
+        """Caller audio in the leg's format, which arrived at ``now`` (and starts at
+        ``stream_ms`` of the leg's own stream, when the leg says)."""
         if self._closed:
             return
         pcm = self._decode(payload)
         cursor = self._base + len(self._left)
-        due = self._at(now) - len(pcm)
-        if due > cursor + _GAP_S * self.rate:  # the caller's leg went quiet: silence
+        arrived = self._at(now) - len(pcm)  # where it starts, by when it arrived
+        if stream_ms is None:  # no stream clock: a leg that went quiet leaves silence
+            due = arrived if arrived > cursor + _GAP_S * self.rate else cursor
+        else:
+            # The leg's own clock: frames a stall of this process held back keep their
+            # place, and only audio the stream skipped leaves silence (never past arrival).
+            if self._stream_origin is None:
+                self._stream_origin = arrived - stream_ms * self.rate // 1000
+            due = min(self._stream_origin + stream_ms * self.rate // 1000, arrived)
+        if due > cursor:
             self._left.pad_to(due - self._base)
         self._left.append(pcm)
         if now - self._flushed_at >= FLUSH_S:

@@ -441,7 +441,7 @@ def test_builders_refuse_empty_payload_and_name(stream: MediaStream) -> None:
 
 
 def test_events_become_the_calls_typed_inputs() -> None:
-    assert leg_input(Media("inbound", 1, 20, b"\xff")) == inputs.CallerAudio(b"\xff")
+    assert leg_input(Media("inbound", 1, 20, b"\xff")) == inputs.CallerAudio(b"\xff", 20)
     assert leg_input(Mark("3:item_a")) == inputs.FarEndMark("3:item_a")
     assert leg_input(Dtmf("5")) == inputs.Dtmf("5")
     assert leg_input(Stop(CALL)) == inputs.HangUp("caller hung up")

@@ -9,6 +9,7 @@ import os
 import random
 import time
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,45 @@ def test_a_recording_is_a_valid_wav_while_it_is_written(tmp_path: Path) -> None:
     left, right, _ = read_stereo(path)
     assert 2.9 * RATE <= len(left) <= 3.1 * RATE
     assert rms(left[RATE : 2 * RATE]) > 1000
+
+
+def caller_side(tmp_path: Path, arrivals: Sequence[tuple[float, int | None]]) -> np.ndarray:
+    """The left channel of a recording fed 20 ms frames numbered in turn (frame k holds
+    the value k+1), each arriving at its time, with its stream timestamp or none."""
+    files = RecordingFiles(tmp_path, None)
+    t0 = time.monotonic()
+    recording = files.open("CA1", codec="pcm16", rate=RATE, started_at=t0)
+    for k, (at, stream_ms) in enumerate(arrivals):
+        frame = np.full(160, k + 1, "<i2").tobytes()
+        recording.caller(frame, t0 + at, stream_ms)
+    recording.close(t0 + arrivals[-1][0] + 0.5)
+    assert wait_for_writes()
+    left, _, _ = read_stereo(recording_path(tmp_path, "CA1"))
+    return left
+
+
+def test_caller_frames_a_stall_held_back_keep_their_place_on_the_stream_clock(
+    tmp_path: Path,
+) -> None:
+    # 50 frames in real time, but frames 10-24 held up by a 300 ms stall of the process
+    # and then read all at once: by the stream's own clock they were never missing.
+    arrivals = [((k + 1) * 0.02 if not 10 <= k < 25 else 0.52, k * 20) for k in range(50)]
+    left = caller_side(tmp_path / "stall", arrivals)
+    starts = [int(np.argmax(left == k + 1)) for k in range(50)]
+    assert np.diff(starts).tolist() == [160] * 49  # back to back, no silence put in
+    # Without a stream clock (a browser leg) the same lateness reads as the leg going quiet.
+    quiet = caller_side(tmp_path / "arrival", [(at, None) for at, _ in arrivals])
+    gaps = np.diff([int(np.argmax(quiet == k + 1)) for k in range(50)])
+    assert gaps[9] > 160 + 0.2 * RATE
+    # Audio the stream itself skipped (timestamps jump 200 ms) leaves 200 ms of silence.
+    skipped = [
+        ((k + 1) * 0.02 + (0.2 if k >= 25 else 0), k * 20 + (200 if k >= 25 else 0))
+        for k in range(50)
+    ]
+    left = caller_side(tmp_path / "skip", skipped)
+    starts = [int(np.argmax(left == k + 1)) for k in range(50)]
+    assert starts[25] - starts[24] == 160 + int(0.2 * RATE)
+    assert not left[starts[24] + 160 : starts[25]].any()
 
 
 def test_old_recordings_are_purged(tmp_path: Path) -> None:
