@@ -165,7 +165,12 @@ class CallRecording:
             self._left.pad_to(due - self._base)
         self._left.append(pcm)
         if now - self._flushed_at >= FLUSH_S:
-            self._flush(self._at(now - MARGIN_S))
+            upto = self._at(now - MARGIN_S)
+            if self._stream_origin is not None:
+                # On the stream's clock the caller's side is known only as far as it came:
+                # frames a stall held back land there later, not after written silence.
+                upto = min(upto, self._base + len(self._left))
+            self._flush(upto)
             self._flushed_at = now
 
     def played(self, outs: list[PhoneOut], now: float) -> None:

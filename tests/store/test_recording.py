@@ -156,16 +156,17 @@ def caller_side(tmp_path: Path, arrivals: Sequence[tuple[float, int | None]]) ->
 def test_caller_frames_a_stall_held_back_keep_their_place_on_the_stream_clock(
     tmp_path: Path,
 ) -> None:
-    # 50 frames in real time, but frames 10-24 held up by a 300 ms stall of the process
-    # and then read all at once: by the stream's own clock they were never missing.
-    arrivals = [((k + 1) * 0.02 if not 10 <= k < 25 else 0.52, k * 20) for k in range(50)]
+    # 150 frames in real time, but from frame 50 (due at 1.02 s) held up by a stall of
+    # the process until 2.2 s, across a write of the file, then read all at once: by the
+    # stream's own clock they were never missing.
+    arrivals = [(max((k + 1) * 0.02, 2.2 if k >= 50 else 0), k * 20) for k in range(150)]
     left = caller_side(tmp_path / "stall", arrivals)
-    starts = [int(np.argmax(left == k + 1)) for k in range(50)]
-    assert np.diff(starts).tolist() == [160] * 49  # back to back, no silence put in
+    starts = [int(np.argmax(left == k + 1)) for k in range(150)]
+    assert np.diff(starts).tolist() == [160] * 149  # back to back, no silence put in
     # Without a stream clock (a browser leg) the same lateness reads as the leg going quiet.
     quiet = caller_side(tmp_path / "arrival", [(at, None) for at, _ in arrivals])
-    gaps = np.diff([int(np.argmax(quiet == k + 1)) for k in range(50)])
-    assert gaps[9] > 160 + 0.2 * RATE
+    gaps = np.diff([int(np.argmax(quiet == k + 1)) for k in range(150)])
+    assert gaps[49] > 160 + RATE
     # Audio the stream itself skipped (timestamps jump 200 ms) leaves 200 ms of silence.
     skipped = [
         ((k + 1) * 0.02 + (0.2 if k >= 25 else 0), k * 20 + (200 if k >= 25 else 0))
