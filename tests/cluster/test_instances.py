@@ -90,11 +90,12 @@ def call_on(bridge: RunningBridge, seconds: float, caller: str) -> asyncio.Task[
     )
 
 
-async def live_calls(base_url: str) -> list[dict[str, Any]]:
+async def listed_calls(base_url: str, state: str = "live") -> list[dict[str, Any]]:
+    """The admin API's list of calls in ``state`` (live by default)."""
     async with httpx.AsyncClient(timeout=PATIENCE_S) as client:
         answer = await client.get(
             f"{base_url}/calls",
-            params={"state": "live"},
+            params={"state": state},
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
     assert answer.status_code == 200, answer.text
@@ -106,12 +107,12 @@ def test_a_call_on_a_is_listed_and_hung_up_through_b(redis_url: str):
     async def main() -> None:
         async with bridges(2, redis_url) as (a, b):
             task = call_on(a, 60.0, "+15550001111")
-            (listed,) = await eventually(lambda: live_calls(b.base_url), lambda c: len(c) == 1)
+            (listed,) = await eventually(lambda: listed_calls(b.base_url), lambda c: len(c) == 1)
             assert listed["state"] == "live" and listed["leg"] == "phone"
             assert listed["instance"] == a.services.cluster.instance_id  # type: ignore[union-attr]
             assert "0001111" not in listed["from"]  # masked in Redis as in the API
             # A lists it too, as its own call (full figures, no instance field).
-            (own,) = await live_calls(a.base_url)
+            (own,) = await listed_calls(a.base_url)
             assert own["id"] == listed["id"] and "instance" not in own
             async with httpx.AsyncClient(timeout=PATIENCE_S) as client:  # the console's page
                 page = await client.get(
@@ -137,7 +138,7 @@ def test_a_call_on_a_is_listed_and_hung_up_through_b(redis_url: str):
             result = await asyncio.wait_for(task, PATIENCE_S)
             assert result.closed_by != "caller"  # the bridge ended it, long before 60 s
             assert result.violations == []
-            await eventually(lambda: live_calls(b.base_url), lambda c: c == [])
+            await eventually(lambda: listed_calls(b.base_url), lambda c: c == [])
             assert a.services.metrics.calls_failed == 0  # an operator's hang-up, not a failure
 
     asyncio.run(main())
@@ -148,7 +149,7 @@ def test_the_cluster_cap_refuses_the_call_past_max_calls(redis_url: str):
         async with bridges(2, redis_url, max_calls=2, max_calls_per_caller=1) as (a, b):
             first = call_on(a, 60.0, "+15550002001")
             second = call_on(b, 60.0, "+15550002002")
-            await eventually(lambda: live_calls(a.base_url), lambda c: len(c) == 2)
+            await eventually(lambda: listed_calls(a.base_url), lambda c: len(c) == 2)
             # Each instance has one call, under its own MAX_CALLS; the cluster has two.
             assert len(a.services.calls) == len(b.services.calls) == 1
             for bridge in (a, b):
@@ -167,9 +168,9 @@ def test_the_cluster_cap_refuses_the_call_past_max_calls(redis_url: str):
             first.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await first
-            await eventually(lambda: live_calls(b.base_url), lambda c: len(c) == 1)
+            await eventually(lambda: listed_calls(b.base_url), lambda c: len(c) == 1)
             third = call_on(b, 60.0, "+15550002003")
-            await eventually(lambda: live_calls(a.base_url), lambda c: len(c) == 2)
+            await eventually(lambda: listed_calls(a.base_url), lambda c: len(c) == 2)
             assert len(b.services.calls) == 2
             for task in (second, third):
                 task.cancel()
@@ -183,7 +184,7 @@ def test_the_per_caller_cap_counts_across_instances(redis_url: str):
     async def main() -> None:
         async with bridges(2, redis_url, max_calls_per_caller=1) as (a, b):
             first = call_on(a, 60.0, "+15550003001")
-            await eventually(lambda: live_calls(b.base_url), lambda c: len(c) == 1)
+            await eventually(lambda: listed_calls(b.base_url), lambda c: len(c) == 1)
             with pytest.raises(WebhookRejected):
                 await simulate_call(
                     b.base_url,
@@ -242,7 +243,7 @@ def test_a_killed_instances_calls_leave_the_cap_within_the_lease(redis_url: str,
                         base, np.zeros(8000, dtype=np.int16), hangup_after_s=60.0, from_="+1555"
                     )
                 )
-                await eventually(lambda: live_calls(b.base_url), lambda c: len(c) == 1)
+                await eventually(lambda: listed_calls(b.base_url), lambda c: len(c) == 1)
                 with pytest.raises(WebhookRejected):  # A holds the cluster's only place
                     await simulate_call(
                         b.base_url,
@@ -255,7 +256,7 @@ def test_a_killed_instances_calls_leave_the_cap_within_the_lease(redis_url: str,
                 killed = time.monotonic()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(on_a, PATIENCE_S)  # its socket died with it
-                await eventually(lambda: live_calls(b.base_url), lambda c: c == [])
+                await eventually(lambda: listed_calls(b.base_url), lambda c: c == [])
                 print(
                     f"the killed instance's call left the registry after "
                     f"{time.monotonic() - killed:.1f} s (lease {lease_s} s)"
@@ -325,18 +326,11 @@ def test_instances_write_their_records_to_one_postgresql(redis_url: str, postgre
             )
             assert all(r.closed_by == "caller" and not r.violations for r in results)
 
-            async def ended(base_url: str) -> list[dict[str, Any]]:
-                async with httpx.AsyncClient(timeout=PATIENCE_S) as client:
-                    answer = await client.get(
-                        f"{base_url}/calls",
-                        params={"state": "ended"},
-                        headers={"Authorization": f"Bearer {TOKEN}"},
-                    )
-                calls: list[dict[str, Any]] = answer.json()["calls"]
-                return calls
-
             for bridge in (a, b):  # each wrote its own; each reads both
-                calls = await eventually(lambda: ended(bridge.base_url), lambda c: len(c) == 2)  # noqa: B023
+                calls = await eventually(
+                    lambda: listed_calls(bridge.base_url, "ended"),  # noqa: B023
+                    lambda c: len(c) == 2,
+                )
                 assert {c["id"] for c in calls} == {r.call_sid for r in results}
 
     asyncio.run(main())
@@ -354,7 +348,7 @@ def test_a_stream_past_the_cluster_cap_is_closed_where_it_starts(
     async def main() -> None:
         async with bridges(2, redis_url, max_calls=1) as (a, b):
             first = call_on(a, 60.0, "+15550005001")
-            await eventually(lambda: live_calls(b.base_url), lambda c: len(c) == 1)
+            await eventually(lambda: listed_calls(b.base_url), lambda c: len(c) == 1)
             monkeypatch.setattr(guard, "webhook_busy", no_early_busy)
             result = await simulate_call(
                 b.base_url,
@@ -366,7 +360,7 @@ def test_a_stream_past_the_cluster_cap_is_closed_where_it_starts(
             assert result.closed_by != "caller" and result.close_code == 1013
             assert b.services.metrics.limited["cluster_cap"] == 1
             assert not b.services.calls and not b.services.recorders
-            assert len(await live_calls(a.base_url)) == 1  # only the first call is listed
+            assert len(await listed_calls(a.base_url)) == 1  # only the first call is listed
             first.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await first
