@@ -97,8 +97,10 @@ class Agent:
     # Outbound calls that reach an answering machine (bridge.outbound): said after the
     # beep, then the call ends. Empty: hang up without a message.
     voicemail: str = ""
-    # The model's audio format: "pcm16" (PCM16 24 kHz, transcoded on the bridge) or "pcmu"
-    # (G.711 μ-law 8 kHz: a Twilio call's audio passes through untouched; README "Cost").
+    # The model's audio format: "pcm16" (PCM16 24 kHz, transcoded on the bridge), "pcmu"
+    # (G.711 μ-law 8 kHz: a Twilio call's audio passes through untouched both ways) or
+    # "pcmu-in" (the caller's μ-law goes to the model untouched, the model's PCM16 is
+    # transcoded for the caller); README "Cost per call".
     model_audio: ModelAudio = "pcm16"
     # Local agent only: trigger ("utterance", "dtmf_0", …) → tool it calls (README).
     local_tool_triggers: tuple[tuple[str, str], ...] = ()
@@ -159,7 +161,7 @@ _AGENT_FIELDS: dict[str, tuple[type, float, float]] = {
     "voicemail": (str, 0, 0),
     "model_audio": (str, 0, 0),
 }
-MODEL_AUDIO = ("pcm16", "pcmu")
+MODEL_AUDIO = ("pcm16", "pcmu", "pcmu-in")
 _TURN_FIELDS: dict[str, tuple[type, float, float]] = {
     "threshold": (float, 0.0, 1.0),
     "prefix_padding_ms": (int, 0, 5000),

@@ -79,7 +79,7 @@ class Call:
         self.model_ready = False
 
         # Per-call memory stays flat however long the call: only the latest are kept.
-        self.model_audio = uplink.model_audio  # "pcmu": μ-law passes through both ways
+        self.model_audio = uplink.model_audio  # μ-law passes through: "pcmu", "pcmu-in"
         self._spoken = Spoken(downlink_codec, downlink_rate, playout, self.model_audio)
         self._responses = Responses()
         self._first_audio_seen = False
@@ -122,7 +122,8 @@ class Call:
         ``echoes_marks=False``: the leg's client never echoes marks; its audio counts as
         heard at its modelled end (``bridge.schedule``). ``uplink_batch_ms``: caller audio
         per append to the model. An agent with ``model_audio="pcmu"`` on a μ-law 8 kHz leg
-        gets the caller's μ-law untouched and speaks μ-law to it.
+        gets the caller's μ-law untouched and speaks μ-law to it; with ``"pcmu-in"`` it gets
+        the μ-law untouched and speaks PCM16 24 kHz, transcoded here.
         """
         silence = MULAW_SILENCE if codec == "mulaw" else PCM16_SILENCE
         bytes_per_ms = rate / 1000 * (1 if codec == "mulaw" else 2)

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from bridge.agents import (
@@ -28,6 +28,7 @@ from bridge.agents import (
     load_agents,
     sip_user,
 )
+from bridge.audio.formats import ModelAudio
 from bridge.errors import ConfigError
 
 DEFAULT_UNAVAILABLE = "Sorry, the assistant is not available right now. Please call again later."
@@ -186,9 +187,9 @@ class Settings:
             voice=get.choice("OPENAI_VOICE", VOICES) or "marin",
             # Set but empty means "no greeting"; unset means the default one.
             greeting=env.get("AGENT_GREETING", DEFAULT_GREETING).strip(),
-            model_audio="pcmu"
-            if get.choice("MODEL_AUDIO_FORMAT", set(MODEL_AUDIO)) == "pcmu"
-            else "pcm16",
+            model_audio=cast(
+                ModelAudio, get.choice("MODEL_AUDIO_FORMAT", set(MODEL_AUDIO)) or "pcm16"
+            ),
         )
         agents: tuple[Agent, ...] = (default,)
         default_name = "default"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.audio.formats import MODEL_BYTES_PER_MS, ModelAudio
+from bridge.audio.formats import MODEL_BYTES_PER_MS, ModelAudio, speaks_pcmu
 from bridge.audio.transcode import Codec, Downlink
 from bridge.playout import Heard, Playout
 from bridge.recent import Recent
@@ -63,7 +63,7 @@ class Spoken:
         self.codec = codec
         self.rate = rate
         self.playout = playout
-        self.passthrough = model_audio == "pcmu"  # the leg is μ-law 8 kHz too (UplinkPath)
+        self.passthrough = speaks_pcmu(model_audio)  # the leg is μ-law 8 kHz too (UplinkPath)
         self._model_bytes_per_ms = 8.0 if self.passthrough else MODEL_BYTES_PER_MS
         self._items: Recent[str, _Item] = Recent()
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from bridge.audio.formats import ModelAudio
+from bridge.audio.formats import ModelAudio, hears_pcmu
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.transcode import Codec, Uplink
 
@@ -38,8 +38,8 @@ _ULAW_SQUARES = ulaw_decode(bytes(range(256))).astype(np.float64) ** 2
 
 
 def model_audio_for(wanted: ModelAudio, codec: Codec, rate: int) -> ModelAudio:
-    """What the model is sent for a leg: μ-law passes through only from a μ-law 8 kHz leg."""
-    return "pcmu" if wanted == "pcmu" and codec == "mulaw" and rate == 8000 else "pcm16"
+    """The model's audio for a leg: μ-law passes through only from a μ-law 8 kHz leg."""
+    return wanted if codec == "mulaw" and rate == 8000 else "pcm16"
 
 
 def _dbfs(mean_square: float) -> float:
@@ -62,13 +62,13 @@ class UplinkPath:
         self.sample_bytes = 1 if codec == "mulaw" else 2
         self.frame_bytes = rate * FRAME_MS // 1000 * self.sample_bytes
         self.batch_bytes = self.frame_bytes * (batch_ms // FRAME_MS)
-        self._transcoder = Uplink(codec, rate) if model_audio == "pcm16" else None
+        self._transcoder = None if hears_pcmu(model_audio) else Uplink(codec, rate)
         self._pending = bytearray()  # leg audio not yet sent
         self._metered = 0  # bytes at the start of _pending whose levels were measured
 
     @property
     def model_bytes_per_ms(self) -> float:
-        return 8.0 if self.model_audio == "pcmu" else 48.0
+        return 8.0 if self._transcoder is None else 48.0
 
     def add(self, payload: bytes) -> None:
         """Take caller audio (any size)."""

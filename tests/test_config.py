@@ -161,4 +161,9 @@ def test_model_audio_and_uplink_batch(tmp_path: Path):
     agents.write_text("[agents.a]\n[agents.b]\nmodel_audio = 'pcm16'\n")
     s = Settings.from_env({"MODEL_AUDIO_FORMAT": "pcmu", "AGENTS_FILE": str(agents)}, env_file=None)
     assert [a.model_audio for a in s.agents] == ["pcmu", "pcm16"]  # inherited, or its own
+    s = Settings.from_env({"MODEL_AUDIO_FORMAT": "pcmu-in"}, env_file=None)
+    assert s.agents[0].model_audio == "pcmu-in"
+    assert Settings.from_env({}, env_file=None).agents[0].model_audio == "pcm16"
+    with pytest.raises(ConfigError, match="MODEL_AUDIO_FORMAT"):
+        Settings.from_env({"MODEL_AUDIO_FORMAT": "ulaw"}, env_file=None)
     assert Settings.from_env({}, env_file=None).uplink_batch_ms == 60

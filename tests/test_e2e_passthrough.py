@@ -1,10 +1,13 @@
-"""μ-law pass-through (an agent with ``model_audio = "pcmu"``) over real loopback sockets:
-the caller's μ-law reaches the model untouched, the model's μ-law reaches the caller, and
-barge-ins cut as exactly as with transcoding."""
+"""μ-law pass-through (an agent with ``model_audio = "pcmu"``, or ``"pcmu-in"`` toward the
+model only) over real loopback sockets: the caller's μ-law reaches the model untouched, the
+model's μ-law (or its PCM16, transcoded) reaches the caller, and barge-ins cut as exactly
+as with transcoding both ways."""
 
 from __future__ import annotations
 
 import base64
+
+import pytest
 
 from bridge.agents import Agent
 from bridge.audio.g711 import ulaw_encode
@@ -16,11 +19,13 @@ from tests.e2e import FIXTURES, fixture, match_through_gaps, rig, run_undisturbe
 from tests.test_e2e_call import barge_ins_within_20_ms
 
 PCMU = {"type": "audio/pcmu"}
+PCM = {"type": "audio/pcm", "rate": 24000}
 
 
-def test_pass_through_call_sends_and_plays_mulaw_untouched():
+@pytest.mark.parametrize(("model_audio", "spoken"), [("pcmu", PCMU), ("pcmu-in", PCM)])
+def test_pass_through_call_sends_mulaw_untouched_and_plays_the_agent(model_audio, spoken):
     async def main() -> None:
-        settings = Settings(agents=(Agent(model_audio="pcmu"),))
+        settings = Settings(agents=(Agent(model_audio=model_audio),))
         async with rig(settings) as r:
             caller = fixture("caller-hello.wav")
             result = await simulate_call(
@@ -38,7 +43,7 @@ def test_pass_through_call_sends_and_plays_mulaw_untouched():
 
         (update,) = received["session.update"][:1]
         audio = update["session"]["audio"]
-        assert audio["input"]["format"] == PCMU and audio["output"]["format"] == PCMU
+        assert audio["input"]["format"] == PCMU and audio["output"]["format"] == spoken
 
         # Every append is a run of what the caller sent, byte for byte, a batch at a time.
         sent = ulaw_encode(caller) + b"\xff" * 8000 * 2  # then silence while listening
@@ -59,5 +64,6 @@ def test_pass_through_call_sends_and_plays_mulaw_untouched():
     run_undisturbed(main())
 
 
-def test_pass_through_barge_ins_truncate_at_what_the_caller_heard():
-    run_undisturbed(barge_ins_within_20_ms(20, model_audio="pcmu"))
+@pytest.mark.parametrize("model_audio", ["pcmu", "pcmu-in"])
+def test_pass_through_barge_ins_truncate_at_what_the_caller_heard(model_audio):
+    run_undisturbed(barge_ins_within_20_ms(20, model_audio=model_audio))

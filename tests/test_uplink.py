@@ -100,8 +100,9 @@ def test_batches_hold_whole_frames_until_a_batch_is_there():
     assert len(path.take()) > 0 and path.take() == b""
 
 
-def test_pass_through_sends_the_callers_mulaw_untouched():
-    path = UplinkPath("mulaw", 8000, model_audio="pcmu", batch_ms=100)
+@pytest.mark.parametrize("model_audio", ["pcmu", "pcmu-in"])
+def test_pass_through_sends_the_callers_mulaw_untouched(model_audio):
+    path = UplinkPath("mulaw", 8000, model_audio=model_audio, batch_ms=100)
     rng = random.Random(1)
     sizes = [rng.randint(1, 400) for _ in range(50)]
     _, audio = feed(path, ULAW, sizes)
@@ -114,8 +115,11 @@ def test_pass_through_only_from_a_mulaw_8k_leg():
     assert model_audio_for("pcmu", "pcm16", 8000) == "pcm16"
     assert model_audio_for("pcmu", "pcm16", 24000) == "pcm16"
     assert model_audio_for("pcm16", "mulaw", 8000) == "pcm16"
-    with pytest.raises(ValueError, match="pass-through"):
-        UplinkPath("pcm16", 24000, model_audio="pcmu")
+    assert model_audio_for("pcmu-in", "mulaw", 8000) == "pcmu-in"
+    assert model_audio_for("pcmu-in", "pcm16", 16000) == "pcm16"
+    for wanted in ("pcmu", "pcmu-in"):
+        with pytest.raises(ValueError, match="pass-through"):
+            UplinkPath("pcm16", 24000, model_audio=wanted)
     for bad in (0, 30, 50):
         with pytest.raises(ValueError, match="multiple"):
             UplinkPath("mulaw", 8000, batch_ms=bad)

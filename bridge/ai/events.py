@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from bridge.agents import Agent
-from bridge.audio.formats import MODEL_RATE
+from bridge.audio.formats import MODEL_RATE, ModelAudio, hears_pcmu, speaks_pcmu
 from bridge.errors import RealtimeProtocolError
 from bridge.tools.spec import declarations, trigger_lines
 
@@ -46,12 +46,14 @@ def session_update(
     agent: Agent,
     *,
     transcription_model: str = "gpt-4o-mini-transcribe",
-    audio_format: str = "pcm16",
+    audio_format: ModelAudio = "pcm16",
 ) -> dict[str, Any]:
-    """``session.update`` configuring a phone agent: PCM16 24 kHz both ways (or μ-law 8 kHz,
-    ``audio_format="pcmu"``), server VAD."""
+    """``session.update`` configuring a phone agent: PCM16 24 kHz both ways (or μ-law 8 kHz
+    both ways, ``audio_format="pcmu"``, or toward the model only, ``"pcmu-in"``), server
+    VAD."""
     td = agent.turn_detection
-    fmt = PCMU_FORMAT if audio_format == "pcmu" else PCM_FORMAT
+    heard = PCMU_FORMAT if hears_pcmu(audio_format) else PCM_FORMAT
+    spoken = PCMU_FORMAT if speaks_pcmu(audio_format) else PCM_FORMAT
     return {
         "type": "session.update",
         "event_id": new_event_id(),
@@ -61,7 +63,7 @@ def session_update(
             "output_modalities": ["audio"],
             "audio": {
                 "input": {
-                    "format": dict(fmt),
+                    "format": dict(heard),
                     "turn_detection": {
                         "type": "server_vad",
                         "threshold": td.threshold,
@@ -73,7 +75,7 @@ def session_update(
                     "transcription": {"model": transcription_model},
                 },
                 "output": {
-                    "format": dict(fmt),
+                    "format": dict(spoken),
                     "voice": agent.voice,
                     # 0.25-1.5, between turns only; the default is left unsaid.
                     **({"speed": agent.speed} if agent.speed != 1.0 else {}),

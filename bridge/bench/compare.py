@@ -1,18 +1,21 @@
-"""``bridge bench --compare``: three servers at the same steps, in one table. Pure.
+"""``bridge bench --compare``: four servers at the same steps, in one table. Pure.
 
 The servers: the bridge transcoding (today's default: μ-law 8 kHz <-> PCM16 24 kHz), the
 same bridge started with ``MODEL_AUDIO_FORMAT=pcmu`` (the model speaks μ-law, so the
 bridge passes payloads through; a bridge that does not know the variable yet ignores it
-and transcodes), and the minimal relay (``bridge.bench.relay``). ``bridge.bench.main``
+and transcodes), with ``MODEL_AUDIO_FORMAT=pcmu-in`` (μ-law passes through toward the
+model only; its PCM16 is transcoded for the caller), and the minimal relay
+(``bridge.bench.relay``). ``bridge.bench.main``
 starts them (``EXTRA_SERVERS``) and runs every step against each; this module turns the
 steps' figures into the comparison rows (``build``), which ``bridge.bench.report`` prints.
 
 PESQ per server: transcoding, the streamed figures of ``bridge.bench.quality`` (against
 the ideal conversion of the μ-law signal, so μ-law's own loss is not counted); pass-
 through, a μ-law round trip at 8 kHz against PCM (the bridge adds nothing to μ-law, so
-that is all the caller and the model lose). Both servers against PCM are in
-``pesq_vs_pcm``: the figures to compare one with the other. The relay's audio is noise by
-design: no PESQ.
+that is all the caller and the model lose); μ-law in, each direction as the server that
+handles it the same way (the uplink of the pass-through, the downlink of transcoding).
+Every server against PCM is in ``pesq_vs_pcm``: the figures to compare one with another.
+The relay's audio is noise by design: no PESQ.
 
 Nothing here starts processes or touches the bridge.
 """
@@ -23,23 +26,33 @@ from typing import Any
 
 TRANSCODING = "bridge"
 PASSTHROUGH = "bridge-pcmu"
+MULAW_IN = "bridge-pcmu-in"
 RELAY = "relay"
-SERVERS = (TRANSCODING, PASSTHROUGH, RELAY)
+SERVERS = (TRANSCODING, PASSTHROUGH, MULAW_IN, RELAY)
 # (label, server kind for ``bridge.bench.server``, extra environment), started after the
 # transcoding bridge and before the relay.
 EXTRA_SERVERS: tuple[tuple[str, str, dict[str, str]], ...] = (
     (PASSTHROUGH, "bridge", {"MODEL_AUDIO_FORMAT": "pcmu"}),
+    (MULAW_IN, "bridge", {"MODEL_AUDIO_FORMAT": "pcmu-in"}),
 )
 DESCRIPTIONS = {
     TRANSCODING: "bridge, transcoding μ-law 8 kHz <-> PCM16 24 kHz (default)",
     PASSTHROUGH: "bridge, μ-law pass-through (MODEL_AUDIO_FORMAT=pcmu)",
+    MULAW_IN: "bridge, μ-law to the model, its PCM16 transcoded (MODEL_AUDIO_FORMAT=pcmu-in)",
     RELAY: "minimal relay (cost baseline, no call logic)",
 }
 PESQ_NOTE = (
     "PESQ: bridge = streamed transcoding against the ideal conversion of the μ-law signal "
     "(μ-law's own loss not counted); bridge-pcmu = a μ-law round trip against PCM (all the "
-    "pass-through loses). Against PCM, both: see 'PESQ vs PCM'."
+    "pass-through loses); bridge-pcmu-in = the pass-through's uplink and the transcoding "
+    "downlink. Against PCM, all three: see 'PESQ vs PCM'."
 )
+# Where each direction of a server's audio is handled as by another server.
+_AS = {
+    TRANSCODING: {"uplink": TRANSCODING, "downlink": TRANSCODING},
+    PASSTHROUGH: {"uplink": PASSTHROUGH, "downlink": PASSTHROUGH},
+    MULAW_IN: {"uplink": PASSTHROUGH, "downlink": TRANSCODING},
+}
 
 
 def _p99(summary: dict[str, Any]) -> float | None:
@@ -48,24 +61,26 @@ def _p99(summary: dict[str, Any]) -> float | None:
 
 
 def _pesq(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
-    if not quality:
+    if not quality or server not in _AS:
         return None
-    if server == TRANSCODING:
-        return {d: quality[d]["streamed"] for d in ("uplink", "downlink")}
     pcm = quality.get("against_pcm")
-    if server == PASSTHROUGH and pcm:
-        return dict(pcm["passthrough"])
-    return None
+    out = {}
+    for d, like in _AS[server].items():
+        if like == TRANSCODING:
+            out[d] = quality[d]["streamed"]
+        elif pcm:
+            out[d] = pcm["passthrough"][d]
+        else:
+            return None
+    return out
 
 
 def _pesq_vs_pcm(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
     pcm = (quality or {}).get("against_pcm")
-    if not pcm or server == RELAY:
+    if not pcm or server not in _AS:
         return None
-    return {
-        d: pcm["transcoding" if server == TRANSCODING else "passthrough"][d]
-        for d in ("uplink", "downlink")
-    }
+    names = {TRANSCODING: "transcoding", PASSTHROUGH: "passthrough"}
+    return {d: pcm[names[like]][d] for d, like in _AS[server].items()}
 
 
 def row(

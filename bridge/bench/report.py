@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bridge.bench import compare
+
 
 def _f(value: Any, spec: str = ".2f") -> str:
     if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
@@ -37,7 +39,7 @@ def _rows(result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], 
     out = []
     for row in result.get("steps", []):
         ratio = row.get("ratio", {})
-        for kind in ("bridge", "bridge-pcmu", "relay"):
+        for kind in compare.SERVERS:
             if kind in row:
                 out.append((row, row[kind], ratio if kind == "bridge" else {}))
     return out

@@ -77,6 +77,23 @@ def test_session_update_carries_the_agent() -> None:
     assert audio_in["transcription"] == {"model": "gpt-4o-mini-transcribe"}
 
 
+@pytest.mark.parametrize(
+    ("model_audio", "heard", "spoken"),
+    [
+        ("pcm16", "audio/pcm", "audio/pcm"),
+        ("pcmu", "audio/pcmu", "audio/pcmu"),
+        ("pcmu-in", "audio/pcmu", "audio/pcm"),
+    ],
+)
+def test_session_update_sets_each_direction_of_the_model_audio(model_audio, heard, spoken):
+    audio = rt.session_update(AGENT, audio_format=model_audio)["session"]["audio"]
+    assert audio["input"]["format"]["type"] == heard
+    assert audio["output"]["format"]["type"] == spoken
+    for side in (audio["input"], audio["output"]):  # a rate only for audio/pcm
+        fmt = side["format"]
+        assert fmt.get("rate") == (24000 if fmt["type"] == "audio/pcm" else None)
+
+
 def test_append_and_truncate_payloads() -> None:
     pcm = bytes(range(256)) * 3
     assert base64.b64decode(rt.input_audio_append(pcm)["audio"]) == pcm

@@ -1,6 +1,6 @@
 """``bridge bench --compare``, the load generator's saturation flag, and a run without pesq.
 
-One tiny run (``--compare --quick``: three servers at 1 and 2 calls, real processes on
+One tiny run (``--compare --quick``: four servers at 1 and 2 calls, real processes on
 loopback) checks the comparison rows, the JSON and the Markdown; the rest are pure checks.
 Nothing here asserts a speed.
 """
@@ -56,13 +56,16 @@ def compare_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str
     return proc.stdout, result, (out / "bench.md").read_text()
 
 
-def test_compare_measures_three_servers_at_every_step(compare_run) -> None:
+SERVERS = ["bridge", "bridge-pcmu", "bridge-pcmu-in", "relay"]
+
+
+def test_compare_measures_four_servers_at_every_step(compare_run) -> None:
     _, result, _ = compare_run
     section = result["compare"]
-    assert set(section["servers"]) == {"bridge", "bridge-pcmu", "relay"}
+    assert list(section["servers"]) == SERVERS
     for step in result["steps"]:
         rows = [r for r in section["rows"] if r["calls"] == step["calls"]]
-        assert [r["server"] for r in rows] == ["bridge", "bridge-pcmu", "relay"]
+        assert [r["server"] for r in rows] == SERVERS
         for r in rows:
             assert set(r) == ROW_KEYS
             assert isinstance(r["load_saturated"], bool)
@@ -77,11 +80,21 @@ def test_compare_measures_three_servers_at_every_step(compare_run) -> None:
         assert by["bridge"]["x_relay"] == pytest.approx(
             by["bridge"]["cpu_ms_per_call_s"] / by["relay"]["cpu_ms_per_call_s"], abs=0.01
         )
-        # Transcoding: the streamed figures; pass-through: μ-law itself against PCM.
-        assert by["bridge"]["pesq"] == {
-            d: result["quality"][d]["streamed"] for d in ("uplink", "downlink")
+        # Transcoding: the streamed figures; pass-through: μ-law itself against PCM; μ-law
+        # in: the pass-through's uplink and the transcoding downlink.
+        streamed = {d: result["quality"][d]["streamed"] for d in ("uplink", "downlink")}
+        assert by["bridge"]["pesq"] == streamed
+        pcm = result["quality"]["against_pcm"]
+        assert by["bridge-pcmu"]["pesq"] == pcm["passthrough"]
+        assert by["bridge-pcmu-in"]["pesq"] == {
+            "uplink": pcm["passthrough"]["uplink"],
+            "downlink": streamed["downlink"],
         }
-        for server in ("bridge", "bridge-pcmu"):
+        assert by["bridge-pcmu-in"]["pesq_vs_pcm"] == {
+            "uplink": pcm["passthrough"]["uplink"],
+            "downlink": pcm["transcoding"]["downlink"],
+        }
+        for server in ("bridge", "bridge-pcmu", "bridge-pcmu-in"):
             for figure in ("pesq", "pesq_vs_pcm"):
                 assert all(1.0 <= v <= 4.7 for v in by[server][figure].values())
     assert result["config"]["compare"] and result["config"]["baseline"]
@@ -90,7 +103,7 @@ def test_compare_measures_three_servers_at_every_step(compare_run) -> None:
 def test_compare_every_step_has_the_saturation_flag(compare_run) -> None:
     _, result, _ = compare_run
     for row in result["steps"]:
-        for server in ("bridge", "bridge-pcmu", "relay"):
+        for server in SERVERS:
             step = row[server]
             assert isinstance(step["load_saturated"], bool)
             assert step["generator"]["cores"] >= 1
@@ -102,7 +115,7 @@ def test_compare_is_printed_and_written_as_markdown(compare_run) -> None:
     for text in (stdout, markdown):
         assert "Measured: " in text
         assert "PESQ vs PCM up/down" in text and "trigger→clear p99" in text
-        assert "bridge-pcmu" in text
+        assert "bridge-pcmu" in text and "bridge-pcmu-in" in text
     assert "| server | calls | CPU ms per call-s | x relay | calls/core |" in markdown
 
 
