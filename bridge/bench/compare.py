@@ -5,9 +5,9 @@ same bridge started with ``MODEL_AUDIO_FORMAT=pcmu`` (the model speaks μ-law, s
 bridge passes payloads through; a bridge that does not know the variable yet ignores it
 and transcodes), with ``MODEL_AUDIO_FORMAT=pcmu-in`` (μ-law passes through toward the
 model only; its PCM16 is transcoded for the caller), and the minimal relay
-(``bridge.bench.relay``). ``bridge.bench.main``
-starts them (``EXTRA_SERVERS``) and runs every step against each; this module turns the
-steps' figures into the comparison rows (``build``), which ``bridge.bench.report`` prints.
+(``bridge.bench.relay``). ``bridge.bench.main`` starts them (``EXTRA_SERVERS``) and runs
+every step against each; this module turns the steps' figures into the comparison rows
+(``build``), which ``bridge.bench.report`` prints.
 
 PESQ per server: transcoding, the streamed figures of ``bridge.bench.quality`` (against
 the ideal conversion of the μ-law signal, so μ-law's own loss is not counted); pass-
@@ -47,11 +47,12 @@ PESQ_NOTE = (
     "pass-through loses); bridge-pcmu-in = the pass-through's uplink and the transcoding "
     "downlink. Against PCM, all three: see 'PESQ vs PCM'."
 )
-# Where each direction of a server's audio is handled as by another server.
-_AS = {
-    TRANSCODING: {"uplink": TRANSCODING, "downlink": TRANSCODING},
-    PASSTHROUGH: {"uplink": PASSTHROUGH, "downlink": PASSTHROUGH},
-    MULAW_IN: {"uplink": PASSTHROUGH, "downlink": TRANSCODING},
+# How each server handles the uplink and the downlink: converted as the default bridge
+# does ("transcoding") or μ-law passed through ("passthrough").
+_HANDLING = {
+    TRANSCODING: {"uplink": "transcoding", "downlink": "transcoding"},
+    PASSTHROUGH: {"uplink": "passthrough", "downlink": "passthrough"},
+    MULAW_IN: {"uplink": "passthrough", "downlink": "transcoding"},
 }
 
 
@@ -61,12 +62,12 @@ def _p99(summary: dict[str, Any]) -> float | None:
 
 
 def _pesq(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
-    if not quality or server not in _AS:
+    pcm = (quality or {}).get("against_pcm")
+    if not quality or server not in _HANDLING:
         return None
-    pcm = quality.get("against_pcm")
     out = {}
-    for d, like in _AS[server].items():
-        if like == TRANSCODING:
+    for d, how in _HANDLING[server].items():
+        if how == "transcoding":
             out[d] = quality[d]["streamed"]
         elif pcm:
             out[d] = pcm["passthrough"][d]
@@ -77,10 +78,9 @@ def _pesq(server: str, quality: dict[str, Any] | None) -> dict[str, float] | Non
 
 def _pesq_vs_pcm(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
     pcm = (quality or {}).get("against_pcm")
-    if not pcm or server not in _AS:
+    if not pcm or server not in _HANDLING:
         return None
-    names = {TRANSCODING: "transcoding", PASSTHROUGH: "passthrough"}
-    return {d: pcm[names[like]][d] for d, like in _AS[server].items()}
+    return {d: pcm[how][d] for d, how in _HANDLING[server].items()}
 
 
 def row(

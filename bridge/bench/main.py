@@ -363,8 +363,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="every step against three servers: the bridge transcoding, the bridge in μ-law "
-        "pass-through (MODEL_AUDIO_FORMAT=pcmu) and the minimal relay",
+        help="every step against four servers: the bridge transcoding, the bridge in μ-law "
+        "pass-through (MODEL_AUDIO_FORMAT=pcmu), with μ-law only toward the model "
+        "(MODEL_AUDIO_FORMAT=pcmu-in) and the minimal relay",
     )
     p.add_argument(
         "--caller",
