@@ -185,6 +185,9 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     if level != "DEBUG":
         # The library's per-connection lines repeat ours, which name the call.
         logging.getLogger("websockets").setLevel(logging.WARNING)
+        # Alembic's set-up lines (plugins, migration context) at every start; the store
+        # logs the schema it is at and any migration it made.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _local_agent(host: str, port: int) -> int:

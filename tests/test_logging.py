@@ -77,6 +77,8 @@ def test_the_cli_sets_up_json_logs() -> None:
     code = (
         "import logging; from bridge.cli import _setup_logging; "
         "_setup_logging('INFO', 'json'); "
+        # Libraries' chatter at every start stays below INFO.
+        "logging.getLogger('alembic.runtime.plugins').info('setup plugin x'); "
         f"logging.getLogger('bridge.x').info('call {SID}: ended: caller hung up')"
     )
     out = subprocess.run(

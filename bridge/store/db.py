@@ -104,7 +104,11 @@ class RecordStore:
         async with self._writing() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATE_LOCK_KEY)))
+            before = await conn.run_sync(_current_revision)
             await conn.run_sync(_upgrade)
+            after = await conn.run_sync(_current_revision)
+        if after != before:
+            logger.info("records: schema migrated from %s to %s", before or "nothing", after)
 
     async def schema_revision(self) -> str | None:
         """The applied migration revision, or None for a database never migrated."""

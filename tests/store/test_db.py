@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -89,14 +90,21 @@ def _schema_diff(connection: Connection) -> list[object]:
     return list(compare_metadata(context, metadata))
 
 
-def test_migrations_create_the_schema_in_an_empty_database(db_url):
+def test_migrations_create_the_schema_in_an_empty_database(db_url, caplog):
+    caplog.set_level(logging.INFO, logger="bridge.store")
+
+    def migrated() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "schema migrated" in r.getMessage()]
+
     async def main() -> None:
         store = await open_store(db_url, migrate=False)
         async with store:
             assert await store.schema_revision() is None
             await store.migrate()
             assert await store.schema_revision() == "0003"
+            assert migrated() == ["records: schema migrated from nothing to 0003"]
             await store.migrate()  # a second start-up changes nothing
+            assert len(migrated()) == 1
             async with store.engine.connect() as conn:
                 tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
                 assert {"call_records", "call_turns", VERSION_TABLE} <= tables
