@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from bridge.agents import Agent
 from bridge.ai import events as rt
+from bridge.audio.formats import ModelAudio
 from bridge.call import Call
 from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
 from bridge.sim.far_end import FarEnd
@@ -25,12 +26,14 @@ STEP = 0.005
 class Pair:
     """A Call and Twilio's playback buffer, moved forward together in 5 ms steps."""
 
-    def __init__(self, agent: Agent | None = None, *, lead_ms: int = 160) -> None:
+    def __init__(
+        self, agent: Agent | None = None, *, lead_ms: int = 160, model_audio: ModelAudio = "pcm16"
+    ) -> None:
         self.now = 0.0
         self.call = Call(
             agent=agent or Agent(local_barge_in=False, greeting_guard_ms=0),
             call_sid="CA" + "0" * 32,
-            uplink=UplinkPath("mulaw", 8000),
+            uplink=UplinkPath("mulaw", 8000, model_audio=model_audio),
             downlink_codec="mulaw",
             downlink_rate=8000,
             playout=Playout(bytes_per_ms=8.0, lead_ms=lead_ms),
@@ -539,18 +542,32 @@ def test_audio_in_flight_when_the_session_dies_plays_out_and_is_never_truncated_
     assert pair.sent("response.cancel") == []
 
 
-def test_caller_audio_between_sessions_is_held_bounded_and_sent_to_the_next():
-    pair = Pair()
+@pytest.mark.parametrize(
+    ("model_audio", "bytes_per_ms"), [("pcm16", 48), ("pcmu-in", 8), ("pcmu", 8)]
+)
+def test_caller_audio_between_sessions_is_held_bounded_and_sent_to_the_next(
+    model_audio, bytes_per_ms
+):
+    pair = Pair(model_audio=model_audio)
     pair.call.model_connected(0.0)
+    pair.deliver()
+    (update,) = pair.sent("session.update")
+    assert (update["session"]["audio"]["input"]["format"]["type"] == "audio/pcmu") == (
+        bytes_per_ms == 8
+    )
     pair.call.model_lost(0.0, "dropped")
     for i in range(500):  # 10 s of caller audio while there is no session
-        pair.call.phone_audio(b"\x00" * 160, 0.02 * i)
+        pair.call.phone_audio(bytes([i % 256]) * 160, 0.02 * i)
     pair.deliver()
     assert pair.sent("input_audio_buffer.append") == []  # nothing to the dead socket
     pair.call.model_connected(10.0)
     pair.deliver()
-    held = sum(len(base64.b64decode(e["audio"])) for e in pair.sent("input_audio_buffer.append"))
-    assert 2900 * 48 <= held <= 3000 * 48  # the latest 3 s (PCM16 24 kHz)
+    appends = [base64.b64decode(e["audio"]) for e in pair.sent("input_audio_buffer.append")]
+    held = sum(len(a) for a in appends)
+    # The latest 3 s, in the model's input format (PCM16 24 kHz, or the caller's μ-law).
+    assert 2900 * bytes_per_ms <= held <= 3000 * bytes_per_ms
+    if bytes_per_ms == 8:  # passed through: the newest frames, byte for byte
+        assert b"".join(appends)[-160:] == bytes([499 % 256]) * 160
     (event,) = [e for e in pair.call.events if e.kind == "model_reconnected"]
     assert event.detail["held_ms"] >= 2900
 
