@@ -62,18 +62,16 @@ def _p99(summary: dict[str, Any]) -> float | None:
 
 
 def _pesq(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:
-    pcm = (quality or {}).get("against_pcm")
     if not quality or server not in _HANDLING:
         return None
-    out = {}
-    for d, how in _HANDLING[server].items():
-        if how == "transcoding":
-            out[d] = quality[d]["streamed"]
-        elif pcm:
-            out[d] = pcm["passthrough"][d]
-        else:
-            return None
-    return out
+    handling = _HANDLING[server]
+    pcm: dict[str, Any] = quality.get("against_pcm") or {}
+    if not pcm and "passthrough" in handling.values():
+        return None
+    return {
+        d: quality[d]["streamed"] if how == "transcoding" else pcm["passthrough"][d]
+        for d, how in handling.items()
+    }
 
 
 def _pesq_vs_pcm(server: str, quality: dict[str, Any] | None) -> dict[str, float] | None:

@@ -3,7 +3,7 @@
     bridge bench                         1, 10, 50, 100, 200 calls, 20 s each (7-9 min)
     bridge bench --steps 1,10,100 --duration 30 --ceiling 800 --json out/bench.json
     bridge bench --quick                 1 and 2 calls, a few seconds (what the tests run)
-    bridge bench --compare               transcoding bridge, μ-law pass-through bridge, relay
+    bridge bench --compare               transcoding, μ-law in, μ-law pass-through, relay
     bridge bench --compare --repeat 3    each step 3 times, interleaved: medians (noisy hosts)
     bridge bench --workers 1,2           the bridge as 1, then 2 worker processes: calls per box
 
