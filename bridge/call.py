@@ -201,9 +201,9 @@ class Call:
             return
         self.to_model.append(rt.user_text(text))
         if finishing:
-            self._responses.owed = True
+            self._responses.owe("answer")
         else:
-            self._respond()
+            self._respond(answer=True)
         self._event(now, "user_text", chars=len(text), text=text)
 
     # ------------------------------------------------------------------ model side
@@ -231,7 +231,7 @@ class Call:
                 self.to_model.append(rt.input_audio_append(chunk))
             if self._respond_on_connect:
                 self._respond_on_connect = False
-                self._respond()
+                self._respond(answer=True)
             self._event(
                 now, "model_reconnected", session=self.sessions, replayed=replayed, held_ms=held_ms
             )
@@ -284,8 +284,8 @@ class Call:
                         self._conversation.assistant(item_id)
                         self._event(now, "agent_item", item_id=item_id, response_id=response_id)
             case rt.ResponseDone(response_id=response_id, status=status, usage=usage):
-                if self._responses.done(response_id):
-                    self._respond()
+                if (owed := self._responses.done(response_id)) is not None:
+                    self._respond(answer=owed == "answer")
                 self._event(
                     now, "response_done", status=status, usage=usage, response_id=response_id
                 )
@@ -300,8 +300,12 @@ class Call:
                 self._conversation.assistant_done(item_id, text)
                 self._event(now, "transcript", role="assistant", text=text, item_id=item_id)
             case rt.ServerError(code=code, message=message):
-                self._responses.refused()
-                kind = log_model_error(self.call_sid, event)
+                if self._responses.refused(code, event.event_id) or self.control.lost_race(event):
+                    # The model was already answering the caller: not a mistake of ours.
+                    kind: str = "race"
+                    logger.info("call %s: response asked for while one started", self.call_sid)
+                else:
+                    kind = log_model_error(self.call_sid, event)
                 self._event(now, "model_error", code=code, message=message, category=kind)
             case rt.SessionCreated() | rt.SessionUpdated():
                 self._event(now, type(event).__name__.lower())
@@ -409,10 +413,10 @@ class Call:
             # where it was cut off (its item is truncated to what the caller heard).
             self._pending_local = None
             self._event(now, "barge_in_unconfirmed")
-            if not self._responses.active:
+            if self._responses.active:  # creating one now would collide with it
+                self._responses.owe("carry_on")
+            elif not self._responses.create_sent:  # else the one on its way carries on
                 self._respond()
-            else:  # creating one now would collide with the response in flight
-                self._responses.owed = True
 
     def next_due(self, now: float) -> float | None:
         due = self.playout.next_due(now)
@@ -456,7 +460,7 @@ class Call:
         self.to_phone.extend(outs)
 
     def _speech_started(self, now: float) -> None:
-        self._responses.owed = False  # the caller is talking: the model will answer
+        self._responses.owed = None  # the caller is talking: the model will answer
         pending = self._pending_local
         if pending is not None:
             # The model confirms what the local detector already acted on.
@@ -552,10 +556,12 @@ class Call:
             self._event(now, kind, **detail)
         control.events.clear()
 
-    def _respond(self, instructions: str | None = None) -> None:
-        """Ask for a response; until it is created, typed input waits for it to end."""
-        self.to_model.append(rt.response_create(instructions))
-        self._responses.asked()
+    def _respond(self, instructions: str | None = None, *, answer: bool = False) -> None:
+        """Ask for a response (``answer``: to typed input); until it is created, typed
+        input waits for it to end."""
+        event = rt.response_create(instructions)
+        self.to_model.append(event)
+        self._responses.asked(event["event_id"], answer=answer)
 
     def _event(self, now: float, kind: str, **detail: Any) -> None:
         self.events.append(CallEvent(now - self.started_at, kind, detail))

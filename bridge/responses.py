@@ -7,23 +7,36 @@ items are dropped: cut off by a barge-in, or of a session that ended), whether a
 current one is done (typed input or an unconfirmed barge-in that must not collide with the
 response in flight: ``conversation_already_has_active_response``).
 
+That error can also answer a request made while nothing was in flight: the server had just
+started a response of its own (its VAD heard the caller) and our request crossed its
+``response.created`` on the wire. That is a race, not a mistake. The model is answering the
+caller either way; only a request that answers typed input is owed again after it.
+
 It must not build model events, touch the playout or decide barge-in policy
 (``bridge.call`` does all three); it answers the questions those decisions need.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+from bridge.ai.events import ACTIVE_RESPONSE
 from bridge.recent import Recent
 
-__all__ = ["Responses"]
+__all__ = ["Owed", "Responses"]
+
+# Why a response is owed: typed input to answer, or the agent to carry on after a barge-in
+# the model never heard.
+Owed = Literal["answer", "carry_on"]
 
 
 class Responses:
     def __init__(self) -> None:
         self.current: str | None = None  # the response being generated, if any
         self.audio_done = False  # ...and whether all its audio is here
-        self.owed = False  # respond again once the current one is done
+        self.owed: Owed | None = None  # respond again once the current one is done
         self.create_sent = False  # a response asked for and not created yet
+        self._asked: Recent[str, bool] = Recent()  # our requests' event ids: answer typing?
         self._items: dict[str, list[str]] = {}
         self._stale: Recent[str, None] = Recent()
 
@@ -51,9 +64,15 @@ class Responses:
 
     # -- what the model says ----------------------------------------------------------
 
-    def asked(self) -> None:
-        """A ``response.create`` went out."""
+    def asked(self, event_id: str, *, answer: bool) -> None:
+        """A ``response.create`` went out (``answer``: it answers typed input)."""
         self.create_sent = True
+        self._asked.put(event_id, answer)
+
+    def owe(self, why: Owed) -> None:
+        """Respond once the current response is done (an answer outranks carrying on)."""
+        if self.owed != "answer":
+            self.owed = why
 
     def created(self, response_id: str) -> None:
         self.create_sent = False
@@ -61,9 +80,15 @@ class Responses:
         self.audio_done = False
         self._items.setdefault(response_id, [])
 
-    def refused(self) -> None:
-        """An ``error``: perhaps the model refused what we asked for."""
+    def refused(self, code: str | None, event_id: str | None) -> bool:
+        """An ``error``: perhaps the model refused what we asked for. True when it refused
+        a request of ours for a response the server had just started itself (a race)."""
         self.create_sent = False
+        if code != ACTIVE_RESPONSE or event_id is None or event_id not in self._asked:
+            return False
+        if self._asked.get(event_id):  # typed input the server's response may not cover
+            self.owe("answer")
+        return True
 
     def all_audio(self, response_id: str) -> None:
         if response_id == self.current:
@@ -76,13 +101,13 @@ class Responses:
         self._items.setdefault(response_id, []).append(item_id)
         return True
 
-    def done(self, response_id: str) -> bool:
-        """``response.done``; True when a response is owed now."""
+    def done(self, response_id: str) -> Owed | None:
+        """``response.done``; whether a response is owed now, and why."""
         self._items.pop(response_id, None)
         if self.current != response_id:
-            return False
+            return None
         self.current = None
-        owed, self.owed = self.owed, False
+        owed, self.owed = self.owed, None
         return owed
 
     # -- what the call does to them ----------------------------------------------------
@@ -102,5 +127,5 @@ class Responses:
         self.current = None
         self.audio_done = False
         self._items.clear()
-        self.owed = False
+        self.owed = None
         self.create_sent = False

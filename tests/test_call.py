@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import random
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import TypeAdapter
 
 from bridge.agents import Agent
 from bridge.ai import events as rt
+from bridge.ai.events import ACTIVE_RESPONSE as ACTIVE
 from bridge.audio.formats import ModelAudio
 from bridge.call import Call
 from bridge.playout import ClearPlayback, Playout, SendAudio, SendMark
@@ -357,6 +359,61 @@ def test_typing_again_before_the_response_is_created_waits_for_it():
     pair.call.text_input("Hello again.", 0.3)
     pair.deliver()
     assert len(pair.sent("response.create")) == 3  # nothing left waiting forever
+
+
+def _race(pair: Pair) -> None:
+    """The server starts a response itself (its VAD heard the caller) just as our last
+    response.create leaves: its response.created arrives first, then the error for ours."""
+    ours = pair.sent("response.create")[-1]["event_id"]
+    pair.model(rt.ResponseCreated("resp_server"))
+    pair.model(rt.ServerError("invalid_request_error", ACTIVE, "busy", ours))
+
+
+def test_a_request_crossing_the_models_own_response_is_a_race_not_a_bug(caplog):
+    pair = _local_pair()
+    speak(pair, "resp_1", "item_1", 3000)
+    pair.run(1.0)
+    for _ in range(8):
+        pair.call.phone_audio(loud_caller_frame(), pair.now)
+        pair.run(0.02)
+    pair.run(1.5)  # unconfirmed: the agent is asked to carry on
+    creates = len(pair.sent("response.create"))
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        _race(pair)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    (error,) = [e for e in pair.call.events if e.kind == "model_error"]
+    assert error.detail["category"] == "race"
+    pair.model(rt.ResponseDone("resp_server", "completed"))
+    # The model answered the caller: asking it to carry on as well would speak twice.
+    assert len(pair.sent("response.create")) == creates
+
+
+def test_typed_input_that_lost_a_race_is_answered_after_the_models_own_response():
+    pair = Pair()
+    pair.call.greet = False
+    pair.call.model_connected(0.0)
+    pair.call.text_input("Hello?", 0.1)
+    pair.deliver()
+    _race(pair)  # the server's response was created before our message reached it
+    assert len(pair.sent("response.create")) == 1
+    pair.model(rt.ResponseDone("resp_server", "completed"))
+    assert len(pair.sent("response.create")) == 2  # the typed message is answered now
+
+
+def test_an_unconfirmed_barge_in_does_not_ask_again_while_a_response_is_on_its_way():
+    pair = _local_pair()
+    speak(pair, "resp_1", "item_1", 3000)  # all generated, still playing
+    pair.run(1.0)
+    for _ in range(8):
+        pair.call.phone_audio(loud_caller_frame(), pair.now)
+        pair.run(0.02)
+    assert pair.clears == 1
+    pair.call.text_input("Wait.", pair.now)  # a response is asked for, not created yet
+    pair.deliver()
+    creates = len(pair.sent("response.create"))
+    pair.run(1.5)  # the local barge-in goes unconfirmed meanwhile
+    assert "barge_in_unconfirmed" in [e.kind for e in pair.call.events]
+    assert len(pair.sent("response.create")) == creates  # a second would collide
 
 
 def test_stop_closes_the_call_and_stops_playout():

@@ -267,6 +267,10 @@ class ResponseDone:
     usage: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+# The ``error`` code a ``response.create`` earns while another response is in progress.
+ACTIVE_RESPONSE = "conversation_already_has_active_response"
+
+
 @dataclass(frozen=True)
 class ServerError:
     type: str

@@ -52,7 +52,6 @@ END_GRACE_S = 30.0
 # Twilio ends our stream with ``stop`` once a redirect took the call; if it does not, the
 # bridge closes the leg itself this long after the redirect (the caller is already gone).
 TRANSFER_STOP_WAIT_S = 10.0
-ACTIVE_RESPONSE = "conversation_already_has_active_response"
 
 
 def say(text: str) -> str:
@@ -115,6 +114,7 @@ class CallControl:
         self._respond = False  # a response.create is owed after the pending items
         self._instructions: str | None = None  # ...with these instructions
         self._requested: set[str] = set()  # event ids of our response.create in flight
+        self._asked: Recent[str, None] = Recent()  # ...and of the latest ones sent at all
         self._blocked = False  # a response we did not ask for is active: wait for its done
         self._spoke: Recent[str, None] = Recent()  # responses that had an audio message
         self._filler_due: float | None = None
@@ -145,11 +145,9 @@ class CallControl:
                 self._function_call(event, now)
             case rt.ResponseCreated():
                 self._requested.clear()
-            case rt.ServerError(code=code, event_id=event_id) if (
-                code == ACTIVE_RESPONSE and event_id in self._requested
-            ):
-                # Lost a race with a response the server started itself: ask again after it.
-                self._requested.discard(event_id)
+            case rt.ServerError(event_id=event_id) if self.lost_race(event):
+                # Ask again after the response the server started itself.
+                self._requested.discard(event_id or "")
                 self._respond = self._blocked = True
             case rt.ResponseDone():
                 self._blocked = False
@@ -203,6 +201,12 @@ class CallControl:
             return self.transferred_to
         transfer = self._transfer
         return transfer.target if transfer and transfer.call_id in self._running else None
+
+    def lost_race(self, error: rt.ServerError) -> bool:
+        """``error`` refused a ``response.create`` of ours because the server had just
+        started a response itself (its ``response.created`` arrives first, so the request is
+        no longer in flight by then)."""
+        return error.code == rt.ACTIVE_RESPONSE and error.event_id in self._asked
 
     def model_lost(self) -> None:
         """The session ended: what it was owed goes to the next one as plain text."""
@@ -400,6 +404,7 @@ class CallControl:
 
     def _request(self, event: dict[str, Any]) -> None:
         self._requested.add(event["event_id"])
+        self._asked.add(event["event_id"])
         self.to_model.append(event)
 
 

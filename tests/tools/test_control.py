@@ -59,7 +59,10 @@ def test_the_output_waits_for_response_done_and_each_call_id_runs_once(agent: Ag
     ]
 
 
-def test_a_response_race_is_retried_after_the_next_response_done(agent: Agent) -> None:
+@pytest.mark.parametrize("created_first", [True, False], ids=["as-on-the-wire", "error-first"])
+def test_a_response_race_is_retried_after_the_next_response_done(
+    agent: Agent, created_first: bool
+) -> None:
     call = new_call(agent)
     function_call(call, "call_1", "lookup", "not json", 0.1)
     call.model_event(rt.ResponseDone("resp1", "completed"), 0.2)
@@ -67,17 +70,14 @@ def test_a_response_race_is_retried_after_the_next_response_done(agent: Agent) -
     output = json.loads(call.to_model[0]["item"]["output"])
     assert "error" in output
     call.to_model.clear()
-    call.model_event(
-        rt.ServerError(
-            "invalid_request_error",
-            "conversation_already_has_active_response",
-            "busy",
-            create["event_id"],
-        ),
-        0.3,
-    )
-    call.model_event(rt.ResponseCreated("resp2"), 0.3)
+    # The server started resp2 itself just as our response.create left: on the wire its
+    # response.created comes before the error that refuses ours.
+    race = rt.ServerError("invalid_request_error", rt.ACTIVE_RESPONSE, "busy", create["event_id"])
+    events: list[rt.ServerEvent] = [rt.ResponseCreated("resp2"), race]
+    for event in events if created_first else events[::-1]:
+        call.model_event(event, 0.3)
     assert call.to_model == []
+    assert [e.detail["category"] for e in call.events if e.kind == "model_error"] == ["race"]
     call.model_event(rt.ResponseDone("resp2", "completed"), 0.5)
     assert [e["type"] for e in call.to_model] == ["response.create"]
 
