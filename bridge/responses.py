@@ -67,7 +67,8 @@ class Responses:
     def asked(self, event_id: str, *, answer: bool) -> None:
         """A ``response.create`` went out (``answer``: it answers typed input)."""
         self.create_sent = True
-        self._asked.put(event_id, answer)
+        if self.current is None:  # else its refusal would be our mistake, not a race
+            self._asked.put(event_id, answer)
 
     def owe(self, why: Owed) -> None:
         """Respond once the current response is done (an answer outranks carrying on)."""

@@ -56,6 +56,9 @@ def test_other_errors_and_requests_not_ours_are_not_races():
     assert r.refused(ACTIVE, "event_someone_elses") is False
     assert r.refused(ACTIVE, None) is False
     assert r.owed is None and not r.finishing
+    r.created("resp_1")
+    r.asked("event_2", answer=True)  # while we knew one was in flight: a mistake
+    assert r.refused(ACTIVE, "event_2") is False
 
 
 def test_a_cut_response_is_stale_with_the_items_it_made_and_will_make():
