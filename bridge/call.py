@@ -40,7 +40,7 @@ from bridge.responses import Responses
 from bridge.spoken import Spoken
 from bridge.timeline import BargeIn, CallEvent
 from bridge.tools.control import CallControl, ToolResult
-from bridge.uplink import UplinkPath, model_audio_for
+from bridge.uplink import FRAME_MS, UplinkPath, model_audio_for
 
 __all__ = ["HISTORY_ITEMS", "HOLD_MS", "BargeIn", "Call", "CallEvent", "Turn"]
 
@@ -162,6 +162,10 @@ class Call:
             levels = uplink.levels()
             if levels and local.levels(levels, playing=playing, now=now):
                 self._local_barge_in(now)
+        if self.playing:
+            # Awake anyway: release what falls due before the next caller frame, which
+            # spares the pacer a wake-up of its own while the caller's frames flow.
+            self._pull(now, early_ms=FRAME_MS)
         if full and (audio := uplink.take()):
             if self.model_ready:
                 self.to_model.append(rt.input_audio_append(audio))
@@ -448,10 +452,10 @@ class Call:
         if self._spoken.done(item_id):
             self._pull(now)
 
-    def _pull(self, now: float) -> None:
+    def _pull(self, now: float, early_ms: float = 0.0) -> None:
         if self.closed is not None:
             return
-        outs = self.playout.pull(now)
+        outs = self.playout.pull(now, early_ms)
         if self._local is not None:
             for out in outs:
                 if isinstance(out, SendAudio):
