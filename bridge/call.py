@@ -157,12 +157,14 @@ class Call:
         uplink.add(payload)
         full = uplink.full
         local = self._local
+        playing = self.playing
         # While the agent plays, every frame is measured as it comes; else per batch.
-        if local is not None and ((playing := self.playing) or full):
+        if local is not None and (playing or full):
             levels = uplink.levels()
             if levels and local.levels(levels, playing=playing, now=now):
                 self._local_barge_in(now)
-        if self.playing:
+                playing = self.playing
+        if playing:
             # Awake anyway: release what falls due before the next caller frame, which
             # spares the pacer a wake-up of its own while the caller's frames flow.
             self._pull(now, early_ms=FRAME_MS)
