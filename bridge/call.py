@@ -40,7 +40,7 @@ from bridge.responses import Responses
 from bridge.spoken import Spoken
 from bridge.timeline import BargeIn, CallEvent
 from bridge.tools.control import CallControl, ToolResult
-from bridge.uplink import FRAME_MS, UplinkPath, model_audio_for
+from bridge.uplink import UplinkPath, model_audio_for
 
 __all__ = ["HISTORY_ITEMS", "HOLD_MS", "BargeIn", "Call", "CallEvent", "Turn"]
 
@@ -157,17 +157,11 @@ class Call:
         uplink.add(payload)
         full = uplink.full
         local = self._local
-        playing = self.playing
         # While the agent plays, every frame is measured as it comes; else per batch.
-        if local is not None and (playing or full):
+        if local is not None and ((playing := self.playing) or full):
             levels = uplink.levels()
             if levels and local.levels(levels, playing=playing, now=now):
                 self._local_barge_in(now)
-                playing = self.playing
-        if playing:
-            # Awake anyway: release what falls due before the next caller frame, which
-            # spares the pacer a wake-up of its own while the caller's frames flow.
-            self._pull(now, early_ms=FRAME_MS)
         if full and (audio := uplink.take()):
             if self.model_ready:
                 self.to_model.append(rt.input_audio_append(audio))
@@ -454,10 +448,10 @@ class Call:
         if self._spoken.done(item_id):
             self._pull(now)
 
-    def _pull(self, now: float, early_ms: float = 0.0) -> None:
+    def _pull(self, now: float) -> None:
         if self.closed is not None:
             return
-        outs = self.playout.pull(now, early_ms)
+        outs = self.playout.pull(now)
         if self._local is not None:
             for out in outs:
                 if isinstance(out, SendAudio):

@@ -24,10 +24,7 @@ an item that is still streaming (fewer whole frames than a chunk are queued) wai
 the far end is down to ``chunk_ms``: fewer, larger messages while the model keeps up,
 no gap when it does not. Bytes short of a whole frame wait for more audio or for
 ``end_item``, which pads the last partial frame with silence. ``next_due`` is the time
-this rule will next release something. ``pull(now, early_ms=…)`` applies the rule as if
-``early_ms`` later: a caller of ``pull`` that is awake anyway (a caller frame arrived) can
-release what falls due before it next wakes, and spare a wake-up at ``next_due``; the far
-end then holds up to ``lead_ms + early_ms``.
+this rule will next release something.
 
 A leg whose client does not echo marks (``echoes_marks=False``) is paced the same way (the
 schedule counts from our release, not from echoes) and its barge-ins are truncated at
@@ -177,9 +174,8 @@ class Playout:
 
     # -- output to the far end -----------------------------------------------------------
 
-    def pull(self, now: float, early_ms: float = 0.0) -> list[SendAudio | SendMark]:
-        """Release what is due (within ``early_ms``): whole frames, one chunk of one item
-        per mark."""
+    def pull(self, now: float) -> list[SendAudio | SendMark]:
+        """Release what is due: whole frames, one chunk of one item per mark."""
         out: list[SendAudio | SendMark] = []
         schedule = self.schedule
         if schedule.settle(now):
@@ -187,7 +183,7 @@ class Playout:
         while (step := self._next_chunk()) is not None:
             item, size, full = step
             duration_ms = size / self.bytes_per_ms
-            ahead_ms = schedule.ahead_ms(now + early_ms / 1000.0)
+            ahead_ms = schedule.ahead_ms(now)
             if ahead_ms + duration_ms > self.lead_ms + _EPS_MS:
                 break
             if not full and ahead_ms > self.chunk_ms + _EPS_MS:

@@ -1,14 +1,12 @@
 """The I/O shell around a ``Call``: pumps one phone leg and one model socket.
 
 Three tasks per call: the leg reader (the leg's ``pump``), the model reader and the pacer
-(which wakes only when something is due, never on a fixed tick; while caller frames flow,
-the Call releases paced audio as they arrive and the pacer's alarm moves on unrung). The
-runner is the only thing that feeds the Call: a leg hands it typed inputs
-(``bridge.inputs``) through :meth:`CallRunner.feed`, which applies each with the time it
-arrived, records the uplink metrics and drains the Call's outboxes straight away, phone
-first, so a ``clear`` leaves before anything else. The first task to finish ends the
-call: the model socket is closed within a second and the leg is closed with the reason
-logged.
+(which wakes only when paced audio is due, never on a fixed tick). The runner is the only
+thing that feeds the Call: a leg hands it typed inputs (``bridge.inputs``) through
+:meth:`CallRunner.feed`, which applies each with the time it arrived, records the uplink
+metrics and drains the Call's outboxes straight away, phone first, so a ``clear`` leaves
+before anything else. The first task to finish ends the call: the model socket is closed
+within a second and the leg is closed with the reason logged.
 
 The model task outlives its sockets. Opening one (at the start and after a loss) is
 retried with jittered backoff inside a budget (``bridge.ai.reconnect.Retry``; 401/403 are
@@ -92,9 +90,7 @@ class CallRunner:
         self.clock = clock
         self.model: ClientConnection | None = None
         self._wake = asyncio.Event()
-        self._pacer_due: float | None = None  # when the pacer's alarm rings (None: idle)
-        self._pacer_alarm: asyncio.TimerHandle | None = None
-        self._audio_due: float | None = None  # paced audio due then, for frames_late
+        self._pacer_due: float | None = None  # the pacer's own deadline (None: idle)
         self._sending = asyncio.Lock()  # toward the phone
         self._model_sending = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None  # sends while the model lags
@@ -209,28 +205,13 @@ class CallRunner:
         if call.to_phone:
             await self._send_phone()
         await self._send_model()
-        self._set_alarm()
+        # Wake the pacer only if what came in moved the next paced release before the
+        # deadline it sleeps on: caller frames (50 a second) mostly do not.
+        due = call.next_due(self.clock())
+        if due is not None and (self._pacer_due is None or due < self._pacer_due):
+            self._wake.set()
         if call.events:
             self._notify()
-
-    def _set_alarm(self) -> None:
-        """Set the pacer's alarm for the Call's next due time, if that moved: earlier (new
-        audio, a time-out), or later (audio released as a caller frame arrived, so the
-        pacer need not wake for it)."""
-        now = self.clock()
-        due = self.call.next_due(now)
-        if due == self._pacer_due:
-            return
-        if self._pacer_alarm is not None:
-            self._pacer_alarm.cancel()
-        self._pacer_due = due
-        self._audio_due = self.call.playout.next_due(now)
-        # At least a millisecond: a due time that is already past never spins.
-        self._pacer_alarm = (
-            None
-            if due is None
-            else asyncio.get_running_loop().call_later(max(due - now, 0.001), self._wake.set)
-        )
 
     async def _send_phone(self) -> None:
         call = self.call
@@ -426,25 +407,28 @@ class CallRunner:
             return exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else str(exc)
 
     async def _pacer(self) -> Ending:
-        """Wake when the alarm ``flush`` set rings (a timer that sets an event, not a
-        timeout around the wait: ringing on time is the usual case, and a timeout would
-        cancel the task to do it), settle what is due, and let ``flush`` set the next."""
         call = self.call
         wake = self._wake
-        try:
-            while True:
+        loop = asyncio.get_running_loop()
+        while True:
+            wake.clear()
+            now = self.clock()
+            due = self._pacer_due = call.next_due(now)
+            audio_due = call.playout.next_due(now)
+            if due is None:
                 await wake.wait()
-                wake.clear()
-                audio_due = self._audio_due
-                if self._pacer_alarm is not None:  # rung, or set again since: flush sets it
-                    self._pacer_alarm.cancel()
-                self._pacer_due = self._pacer_alarm = None
-                if audio_due is not None and self.clock() - audio_due > LATE_FRAME_S:
-                    self.metrics.frames_late += 1
-                call.tick(self.clock())
-                await self.flush()
-                if call.hangup is not None:  # end_call, a silent caller: goodbye was heard
-                    return Ending(call.hangup)
-        finally:
-            if self._pacer_alarm is not None:
-                self._pacer_alarm.cancel()
+            else:
+                # A timer that sets the event, not a timeout around the wait: waking on
+                # time is the usual case, and a timeout would cancel the task to do it.
+                # At least a millisecond: a due time that is already past never spins.
+                timer = loop.call_later(max(due - now, 0.001), wake.set)
+                try:
+                    await wake.wait()
+                finally:
+                    timer.cancel()
+            if audio_due is not None and self.clock() - audio_due > LATE_FRAME_S:
+                self.metrics.frames_late += 1
+            call.tick(self.clock())
+            await self.flush()
+            if call.hangup is not None:  # end_call, a silent caller: the goodbye was heard
+                return Ending(call.hangup)

@@ -57,20 +57,6 @@ def test_releases_only_lead_ms_in_chunks_each_followed_by_a_mark() -> None:
     assert marks(p.pull(0.04)) == ["5:a"]
 
 
-def test_an_early_pull_releases_what_falls_due_within_the_allowance() -> None:
-    p = Playout(BPM, lead_ms=160, chunk_ms=40)
-    p.push("a", 0, ms(2000), model_ms=2000)
-    p.pull(0.0)
-    assert p.next_due(0.0) == pytest.approx(0.04)
-    assert p.pull(0.025, early_ms=10) == []  # due at 40 ms: not within 10 ms of 25
-    assert marks(p.pull(0.025, early_ms=20)) == ["5:a"]  # within 20 ms: out now
-    assert buffered_ms(p, 0.025) == pytest.approx(160 + 15)  # the lead, 15 ms early
-    # The far end plays it after what it holds, as if it had gone out on time.
-    assert p.next_due(0.025) == pytest.approx(0.08)
-    heard = p.heard(0.05)
-    assert heard is not None and heard.ms == 50
-
-
 def test_echo_jitter_does_not_move_the_schedule_but_a_stall_does() -> None:
     p = Playout(BPM, lead_ms=80, chunk_ms=40)
     p.push("a", 0, ms(1000), model_ms=1000)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 from bridge.agents import Agent
 from bridge.call import Call, CallEvent
@@ -33,7 +31,7 @@ class NullModel:
         pass
 
 
-def make_runner(clock: Callable[[], float] = time.monotonic) -> tuple[CallRunner, SlowLeg]:
+def make_runner() -> tuple[CallRunner, SlowLeg]:
     call = Call(
         agent=Agent(greeting="", local_barge_in=False),
         call_sid="CA1",
@@ -45,7 +43,7 @@ def make_runner(clock: Callable[[], float] = time.monotonic) -> tuple[CallRunner
         greet=False,
     )
     leg = SlowLeg()
-    runner = CallRunner(call, leg, None, metrics=Metrics(), clock=clock)  # type: ignore[arg-type]
+    runner = CallRunner(call, leg, None, metrics=Metrics())  # type: ignore[arg-type]
     runner.model = NullModel()  # type: ignore[assignment]
     return runner, leg
 
@@ -101,31 +99,5 @@ def test_feed_is_the_one_way_into_the_call():
         assert [e.kind for e in seen][:2] == ["dtmf", "user_text"]
         assert await runner.feed(HangUp("caller hung up"), 0.08) == Ending("caller hung up")
         assert call.closed == "caller hung up"
-
-    asyncio.run(main())
-
-
-def test_caller_frames_release_paced_audio_and_keep_the_pacers_alarm_ahead():
-    """While caller frames flow (every 20 ms), each releases what falls due before the
-    next: the pacer's alarm always lies ahead, so it never has to wake for the audio."""
-
-    async def main() -> None:
-        now = [0.0]
-        runner, leg = make_runner(clock=lambda: now[0])
-        call = runner.call
-        call.playout.push("A", 0, b"\x01" * 8 * 2000, 2000)
-        call.playout.end_item("A")
-        call._pull(0.0)
-        await runner.flush()
-        for i in range(1, 96):  # 1.9 s of caller frames, no pacer task, no echoes
-            now[0] = i * 0.02
-            await runner.feed(CallerAudio(b"\xff" * 160), now[0])
-            due = runner._pacer_due
-            assert due is None or due > now[0], (now[0], due)
-            # Released ahead of play, never more than the lead and one frame ahead.
-            ahead_ms = call.playout.schedule.ahead_ms(now[0])
-            assert 0 < ahead_ms <= 160 + 20 + 1e-6, (now[0], ahead_ms)
-        sent_ms = sum(len(o.payload) for o in leg.wire if isinstance(o, SendAudio)) / 8
-        assert sent_ms == 2000
 
     asyncio.run(main())
