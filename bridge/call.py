@@ -303,7 +303,9 @@ class Call:
                 if self._responses.refused(code, event.event_id) or self.control.lost_race(event):
                     # The model was already answering the caller: not a mistake of ours.
                     kind: str = "race"
-                    logger.info("call %s: response asked for while one started", self.call_sid)
+                    logger.info(
+                        "call %s: response.create crossed one the model began", self.call_sid
+                    )
                 else:
                     kind = log_model_error(self.call_sid, event)
                 self._event(now, "model_error", code=code, message=message, category=kind)
