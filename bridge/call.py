@@ -299,15 +299,9 @@ class Call:
             case rt.TranscriptDone(item_id=item_id, transcript=text):
                 self._conversation.assistant_done(item_id, text)
                 self._event(now, "transcript", role="assistant", text=text, item_id=item_id)
-            case rt.ServerError(code=code, message=message):
-                if self._responses.refused(code, event.event_id) or self.control.lost_race(event):
-                    # The model was already answering the caller: not a mistake of ours.
-                    kind: str = "race"
-                    logger.info(
-                        "call %s: response.create crossed one the model began", self.call_sid
-                    )
-                else:
-                    kind = log_model_error(self.call_sid, event)
+            case rt.ServerError(code=code, message=message, event_id=asked):
+                raced = self._responses.refused(code, asked) or self.control.lost_race(event)
+                kind = log_model_error(self.call_sid, event, raced=raced)
                 self._event(now, "model_error", code=code, message=message, category=kind)
             case rt.SessionCreated() | rt.SessionUpdated():
                 self._event(now, type(event).__name__.lower())

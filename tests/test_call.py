@@ -381,6 +381,7 @@ def test_a_request_crossing_the_models_own_response_is_a_race_not_a_bug(caplog):
     with caplog.at_level(logging.INFO, logger="bridge"):
         _race(pair)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert ["crossed" in r.getMessage() for r in caplog.records] == [True]  # said, at INFO
     (error,) = [e for e in pair.call.events if e.kind == "model_error"]
     assert error.detail["category"] == "race"
     pair.model(rt.ResponseDone("resp_server", "completed"))

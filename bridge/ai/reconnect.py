@@ -81,7 +81,7 @@ class Retry:
         return float(delay)
 
 
-ErrorKind = Literal["ours", "rate_limit", "session_expired", "other"]
+ErrorKind = Literal["ours", "rate_limit", "session_expired", "other", "race"]
 
 # Codes meaning the bridge sent something the service rejects: a bug on our side.
 _OURS = {
@@ -113,8 +113,14 @@ def classify_error(error: ServerError) -> ErrorKind:
     return "other"
 
 
-def log_model_error(call_sid: str, error: ServerError) -> ErrorKind:
-    """Log an ``error`` event at the level its kind deserves; return the kind."""
+def log_model_error(call_sid: str, error: ServerError, *, raced: bool = False) -> ErrorKind:
+    """Log an ``error`` event at the level its kind deserves; return the kind.
+
+    ``raced``: the caller knows it refused a ``response.create`` of ours that crossed a
+    response the model had just begun itself (``bridge.responses``): a race, not a bug."""
+    if raced:
+        logger.info("call %s: response.create crossed one the model began", call_sid)
+        return "race"
     kind = classify_error(error)
     if kind == "ours":  # a bug of ours: the whole event, loudly
         logger.error("call %s: model rejected what we sent: %s", call_sid, error)
