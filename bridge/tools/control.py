@@ -114,7 +114,8 @@ class CallControl:
         self._respond = False  # a response.create is owed after the pending items
         self._instructions: str | None = None  # ...with these instructions
         self._requested: set[str] = set()  # event ids of our response.create in flight
-        self._asked: Recent[str, None] = Recent()  # ...and of the latest ones sent at all
+        self._asked: Recent[str, dict[str, Any]] = Recent()  # ...and the latest ones sent
+        self._retry: dict[str, Any] | None = None  # one that lost a race: sent again, as was
         self._blocked = False  # a response we did not ask for is active: wait for its done
         self._spoke: Recent[str, None] = Recent()  # responses that had an audio message
         self._filler_due: float | None = None
@@ -146,9 +147,10 @@ class CallControl:
             case rt.ResponseCreated():
                 self._requested.clear()
             case rt.ServerError(event_id=event_id) if self.lost_race(event):
-                # Ask again after the response the server started itself.
+                # Ask again, the same (a goodbye, a filler), after the server's own response.
                 self._requested.discard(event_id or "")
-                self._respond = self._blocked = True
+                self._retry = self._asked.get(event_id or "")
+                self._blocked = True
             case rt.ResponseDone():
                 self._blocked = False
             case rt.SpeechStarted() | rt.InputTranscript():
@@ -244,7 +246,12 @@ class CallControl:
             self._filler()
             quiet = False
         idle = quiet and not (
-            call.playing or self._running or self.keypad.pending or self._pending or self._respond
+            call.playing
+            or self._running
+            or self.keypad.pending
+            or self._pending
+            or self._respond
+            or self._retry
         )
         if self.transferred_to is not None and now - self._transferred_at >= TRANSFER_STOP_WAIT_S:
             self.hangup = f"transferred to {self.transferred_to}"  # no ``stop`` came
@@ -272,7 +279,7 @@ class CallControl:
 
     def _send_owed(self, call: CallState) -> bool:
         """Send the items and response owed, if no response is active: whether it did."""
-        owed = self._pending or self._respond
+        owed = self._pending or self._respond or self._retry
         busy = call.response_active or self._requested or call.caller_speaking or self._blocked
         if not owed or busy or not call.model_ready:
             return False
@@ -397,14 +404,17 @@ class CallControl:
     def _send(self) -> None:
         self.to_model.extend(self._pending)
         self._pending = []
-        if self._respond:
+        if self._retry is not None:  # what is owed besides goes after its response
+            event, self._retry = self._retry, None
+            self._request({**event, "event_id": rt.new_event_id()})
+        elif self._respond:
             self._respond = False
             self._request(rt.response_create(self._instructions))
             self._instructions = None
 
     def _request(self, event: dict[str, Any]) -> None:
         self._requested.add(event["event_id"])
-        self._asked.add(event["event_id"])
+        self._asked.put(event["event_id"], event)
         self.to_model.append(event)
 
 

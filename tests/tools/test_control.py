@@ -82,6 +82,25 @@ def test_a_response_race_is_retried_after_the_next_response_done(
     assert [e["type"] for e in call.to_model] == ["response.create"]
 
 
+def test_a_goodbye_that_lost_a_race_is_asked_for_again_as_it_was(agent: Agent) -> None:
+    call = new_call(agent)
+    call.control.end("caller silent", 0.1, "Goodbye for now.")
+    call.tick(0.1)
+    (goodbye,) = [e for e in call.to_model if e["type"] == "response.create"]
+    assert "Goodbye for now." in goodbye["response"]["instructions"]
+    call.to_model.clear()
+    race = rt.ServerError("invalid_request_error", rt.ACTIVE_RESPONSE, "busy", goodbye["event_id"])
+    call.model_event(rt.ResponseCreated("resp_server"), 0.2)  # the caller spoke: it answers
+    call.model_event(race, 0.2)
+    call.tick(0.3)
+    assert call.to_model == [] and call.hangup is None  # waits for the server's response
+    call.model_event(rt.ResponseDone("resp_server", "completed"), 0.4)
+    call.tick(0.4)
+    (again,) = call.to_model
+    assert again["response"] == goodbye["response"]  # the goodbye, not a bare response
+    assert again["event_id"] != goodbye["event_id"]
+
+
 def test_end_call_waits_for_the_goodbye_to_play_out(tmp_path: Path) -> None:
     agent = agent_from(tmp_path, "end_call = true\n", "http://127.0.0.1:9")
     call = new_call(agent)
