@@ -66,9 +66,9 @@ class Responses:
 
     def asked(self, event_id: str, *, answer: bool) -> None:
         """A ``response.create`` went out (``answer``: it answers typed input)."""
-        self.create_sent = True
-        if self.current is None:  # else its refusal would be our mistake, not a race
+        if self.current is None and not self.create_sent:  # else a refusal is our mistake
             self._asked.put(event_id, answer)
+        self.create_sent = True
 
     def owe(self, why: Owed) -> None:
         """Respond once the current response is done (an answer outranks carrying on)."""

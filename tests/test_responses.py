@@ -59,6 +59,10 @@ def test_other_errors_and_requests_not_ours_are_not_races():
     r.created("resp_1")
     r.asked("event_2", answer=True)  # while we knew one was in flight: a mistake
     assert r.refused(ACTIVE, "event_2") is False
+    r.done("resp_1")
+    r.asked("event_3", answer=False)
+    r.asked("event_4", answer=False)  # while our own was on its way: a mistake too
+    assert r.refused(ACTIVE, "event_4") is False
 
 
 def test_a_cut_response_is_stale_with_the_items_it_made_and_will_make():
