@@ -235,6 +235,13 @@ def loud_caller_frame() -> bytes:
     return ulaw_encode((np.sin(2 * np.pi * 300 * t) * 20000).astype(np.int16))
 
 
+def talk_over(pair: Pair, frames: int = 8) -> None:
+    """The caller talks loudly for ``frames`` 20 ms frames, in real time."""
+    for _ in range(frames):
+        pair.call.phone_audio(loud_caller_frame(), pair.now)
+        pair.run(0.02)
+
+
 def test_local_barge_in_clears_before_the_model_reacts_and_is_confirmed():
     pair = _local_pair()
     speak(pair, "resp_1", "item_1", 3000)
@@ -258,9 +265,7 @@ def test_unconfirmed_local_barge_in_lets_the_agent_carry_on():
     pair = _local_pair()
     speak(pair, "resp_1", "item_1", 3000)
     pair.run(1.0)
-    for _ in range(8):
-        pair.call.phone_audio(loud_caller_frame(), pair.now)
-        pair.run(0.02)
+    talk_over(pair)
     assert pair.clears == 1
     pair.run(2.0)  # the model never hears speech
     kinds = [e.kind for e in pair.call.events]
@@ -273,9 +278,7 @@ def test_local_barge_in_never_races_the_model_with_cancel_or_create():
     pair = _local_pair()
     speak(pair, "resp_1", "item_1", 3000, done=False)  # still generating
     pair.run(1.0)
-    for _ in range(8):
-        pair.call.phone_audio(loud_caller_frame(), pair.now)
-        pair.run(0.02)
+    talk_over(pair)
     assert pair.clears == 1
     assert pair.sent("response.cancel") == []  # the model's own VAD cancels, if it hears
     pair.run(2.0)  # unconfirmed, and the response is still in flight
@@ -373,9 +376,7 @@ def test_a_request_crossing_the_models_own_response_is_a_race_not_a_bug(caplog):
     pair = _local_pair()
     speak(pair, "resp_1", "item_1", 3000)
     pair.run(1.0)
-    for _ in range(8):
-        pair.call.phone_audio(loud_caller_frame(), pair.now)
-        pair.run(0.02)
+    talk_over(pair)
     pair.run(1.5)  # unconfirmed: the agent is asked to carry on
     creates = len(pair.sent("response.create"))
     with caplog.at_level(logging.INFO, logger="bridge"):
@@ -405,9 +406,7 @@ def test_an_unconfirmed_barge_in_does_not_ask_again_while_a_response_is_on_its_w
     pair = _local_pair()
     speak(pair, "resp_1", "item_1", 3000)  # all generated, still playing
     pair.run(1.0)
-    for _ in range(8):
-        pair.call.phone_audio(loud_caller_frame(), pair.now)
-        pair.run(0.02)
+    talk_over(pair)
     assert pair.clears == 1
     pair.call.text_input("Wait.", pair.now)  # a response is asked for, not created yet
     pair.deliver()
