@@ -15,6 +15,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+import threadpoolctl
 import uvicorn
 
 from bridge.app import create_app
@@ -98,18 +99,28 @@ def serve_forever(settings: Settings) -> int:
         settings.port,
         settings.public_url or "not set",
     )
-    settle_collector()
+    settle_process()
     server.run()
     return 0
 
 
-def settle_collector() -> None:
-    """Keep the garbage collector's pauses out of live calls' audio.
+def settle_process() -> None:
+    """Ready a serving process for live calls, once its app is built.
 
-    What start-up allocated lives as long as the process: it is kept out of every future
-    collection. Young collections run every 10,000 allocations rather than 700: calls make
-    few reference cycles, and at 200 calls on one core this halved the caller frames read
-    late (``bridge bench``: 110 -> 49 in 20 s)."""
+    **Math on this thread only.** numpy's BLAS starts a thread per core and splits a
+    matrix-vector product across them once it is a few thousand elements: the resampler's
+    one product per chunk of the model's voice (800 x 145 for 100 ms) was run on two
+    threads, at about twice the CPU, the helper then spinning on another core. A call is one
+    asyncio thread; at 10 calls the helper alone was an eighth of the bridge's CPU (``bridge
+    bench``, ``/proc/<pid>/task``). ``threadpoolctl`` sets the limit at run time for whichever BLAS
+    numpy was built with.
+
+    **The garbage collector's pauses out of live calls' audio.** What start-up allocated
+    lives as long as the process: it is kept out of every future collection. Young
+    collections run every 10,000 allocations rather than 700: calls make few reference
+    cycles, and at 200 calls on one core this halved the caller frames read late
+    (``bridge bench``: 110 -> 49 in 20 s)."""
+    threadpoolctl.threadpool_limits(1, user_api="blas")
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)

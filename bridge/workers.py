@@ -46,7 +46,7 @@ from typing import Any
 from bridge.app import create_app
 from bridge.config import Settings
 from bridge.metrics_pool import MetricsPool, retire_worker
-from bridge.server import DrainingServer, make_server, services_of, settle_collector
+from bridge.server import DrainingServer, make_server, services_of, settle_process
 from bridge.services import Services
 
 logger = logging.getLogger("bridge.workers")
@@ -290,7 +290,7 @@ def _worker_main(
         sys.exit(STARTUP_FAILURE)
     if early:
         server.handle_exit(early[0], None)
-    settle_collector()
+    settle_process()
     server.run(sockets=[sock])
 
 

@@ -21,15 +21,21 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import threadpoolctl
+
 from bridge.bench.probe import Probe
 from bridge.config import Settings
-from bridge.server import free_socket, make_server, services_of, settle_collector
+from bridge.server import free_socket, make_server, services_of, settle_process
 
 
 def pin(cpu: int | None) -> None:
-    """Run this process (and its threads) on one CPU, where the OS lets us."""
+    """Run this process on one CPU, where the OS lets us: every thread it has (BLAS starts
+    its own at import) and those it starts later; and its math on one thread, as one CPU
+    has room for."""
     if cpu is not None and cpu >= 0 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
+        for thread in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(thread), {cpu})
+        threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +106,7 @@ async def serve(kind: str, model_url: str, *, ws: str | None = None) -> int:
             task.result()
             return 1
         await asyncio.sleep(0.01)
-    settle_collector()  # as ``bridge serve`` does; both servers, so the comparison is fair
+    settle_process()  # as ``bridge serve`` does; both servers, so the comparison is fair
     probe.start()
     print(json.dumps({"port": port, "pid": os.getpid(), "kind": kind}), flush=True)
     await task

@@ -9,6 +9,7 @@ import base64
 import cProfile
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,37 @@ def test_profile_summary_has_areas_and_top_functions() -> None:
     summary = summarise(profile)
     assert summary["by_area"] and summary["top_tottime"]
     assert "own time by area" in render(summary)
+
+
+_PIN = """
+import json, os
+import numpy  # BLAS starts its threads at import, before anything is pinned
+from threadpoolctl import threadpool_info
+from bridge.bench.server import pin
+threads = os.listdir("/proc/self/task")
+pin(0)
+print(json.dumps({
+    "threads": len(threads),
+    "cpus": [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")],
+    "blas": [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"],
+}))
+"""
+
+
+def test_pin_puts_every_thread_on_the_cpu() -> None:
+    """A pinned bench process runs wholly on its CPU: BLAS's threads, started at import,
+    too (they used to run on the load generator's core, their CPU counted to the server)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PIN],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["threads"] > 1, figures  # BLAS's threads exist, so the test can fail
+    assert figures["cpus"] == [[0]] * len(figures["cpus"]), figures
+    assert figures["blas"] == [1] * len(figures["blas"]), figures
