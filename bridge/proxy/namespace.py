@@ -138,8 +138,8 @@ class RealtimeProxy:
         if (resumed := self.live.resume(resume, sid)) is not None:
             session, old_sid = resumed
             logger.info("realtime proxy %s: resumed on a new connection", session.id)
-            if old_sid is not None:
-                await self.sio.disconnect(old_sid, namespace=NAMESPACE)
+            if old_sid is not None:  # after this handler: the client's CONNECT comes first
+                self._spawn(self.sio.disconnect(old_sid, namespace=NAMESPACE))
             return
         rate = settings.realtime_proxy_messages_per_s
         session = _Session(

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,7 @@ class Softphone:
         self.chat: ChatGateway | None = None  # /chat/v1 on the same server (with_softphone)
         self.proxy: Any = None  # the raw Realtime proxy on "/" (bridge.proxy.namespace)
         self.refused = 0  # connections refused since start (logged flood-proof)
+        self.tasks: set[asyncio.Task[None]] = set()  # resumes under way
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             # REDIS_URL: an emit on any instance reaches a browser connected to another.
@@ -172,7 +174,11 @@ class Softphone:
                 exc.message, {"code": exc.code}
             ) from None
         if (resumed := self.live.resume(params.resume, sid)) is not None:
-            await self._resumed(sid, *resumed)
+            session, old_sid = resumed
+            logger.info("softphone %s: resumed on a new connection", session.call.call_sid)
+            # Nothing awaited here: the page gets its CONNECT before the status, which it
+            # may answer at once (a Socket.IO client can only send once connected).
+            self._spawn(self._resumed(session, old_sid))
             return
         settings = self.services.settings
         rate = params.sample_rate
@@ -227,9 +233,14 @@ class Softphone:
             "resume": session.resume_id,
         }
 
-    async def _resumed(self, sid: str, session: _Session, old_sid: str | None) -> None:
-        """A client took its session up again on connection ``sid``."""
-        logger.info("softphone %s: resumed on a new connection", session.call.call_sid)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` once the current handler has returned (and its CONNECT is sent)."""
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _resumed(self, session: _Session, old_sid: str | None) -> None:
+        """A client took its session up again on a new connection."""
         if old_sid is not None:
             await self.sio.disconnect(old_sid, namespace=NAMESPACE)
         await session.link.emit("status", {**self._connected(session), "resumed": True})
