@@ -9,7 +9,6 @@ import base64
 import cProfile
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from bridge.bench.load import (
 from bridge.bench.profiling import render, summarise
 from bridge.metrics import Histogram
 from bridge.sim import messages
+from tests.test_server import python_prints
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_KEYS = {
@@ -260,17 +260,7 @@ print(json.dumps({
 def test_pin_puts_every_thread_on_the_cpu() -> None:
     """A pinned bench process runs wholly on its CPU: BLAS's threads, started at import,
     too (they used to run on the load generator's core, their CPU counted to the server)."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
-    done = subprocess.run(
-        [sys.executable, "-c", _PIN],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    figures = json.loads(done.stdout)
+    figures = python_prints(_PIN, OPENBLAS_NUM_THREADS="2")
     assert figures["threads"] > 1, figures  # BLAS's threads exist, so the test can fail
     assert figures["cpus"] == [[0]] * len(figures["cpus"]), figures
     assert figures["blas"] == [1] * len(figures["blas"]), figures
