@@ -47,6 +47,7 @@ from bridge.ai.client import (
     is_open,
 )
 from bridge.ai.reconnect import Retry, RetryConfig, classify_error
+from bridge.background import spawn
 from bridge.call import Call, CallEvent
 from bridge.errors import RealtimeProtocolError
 from bridge.inputs import CallerAudio, Dtmf, FarEndMark, HangUp, Interrupt, LegInput, TextInput
@@ -346,10 +347,8 @@ class CallRunner:
         """Close a socket we are done with in its own task (at most ~1 s, then cut)."""
         if any(getattr(t, "model", None) is model for t in self._closing):
             return
-        task = asyncio.create_task(close_quietly(model))
+        task = spawn(self._closing, close_quietly(model))
         task.model = model  # type: ignore[attr-defined]
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     async def _model_reader(self) -> Ending:
         call = self.call

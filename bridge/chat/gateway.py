@@ -19,12 +19,12 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import socketio
 
+from bridge.background import spawn
 from bridge.call import Call
 from bridge.chat.leg import ChatLeg
 from bridge.chat.protocol import (
@@ -106,7 +106,7 @@ class ChatGateway:
             logger.info("chat %s: resumed on a new connection", session.call.call_sid)
             # Nothing awaited here: the client gets its CONNECT before the status, which it
             # may answer at once (a Socket.IO client can only send once connected).
-            self._spawn(self._resumed(session, old_sid), f"chat {session.call.call_sid}")
+            spawn(self.tasks, self._resumed(session, old_sid), f"chat {session.call.call_sid}")
             return
         settings = self.services.settings
         agent = settings.agent(params.agent_name)
@@ -145,7 +145,7 @@ class ChatGateway:
             on_expire=leg.disconnected,
         )
         # Runs after this handler returns, so the client has its CONNECT before any event.
-        self._spawn(self._run(session), f"chat {call_sid}")
+        spawn(self.tasks, self._run(session), f"chat {call_sid}")
         logger.info(
             "chat %s: connected (agent %s, %d Hz, %d live sessions)",
             call_sid,
@@ -162,12 +162,6 @@ class ChatGateway:
             "agent": session.call.agent.name,
             "resume": session.resume_id,
         }
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``work`` once the current handler has returned (and its CONNECT is sent)."""
-        task = asyncio.create_task(work, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     async def _resumed(self, session: _Session, old_sid: str | None) -> None:
         if old_sid is not None:  # the old connection, if the server still thinks it open

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
+from bridge.background import spawn
 from bridge.breaker import ModelBreaker
 from bridge.cluster.link import RedisLink
 
@@ -67,7 +67,7 @@ class SharedBreaker:
         if reached_model and not unreachable and self.shared_open and not self.local.is_open:
             logger.info("model breaker closed for the cluster: a call reached the model")
             self.shared_open = False
-            self._spawn(self._publish(False))
+            spawn(self._pending, self._publish(False))
             self._notify()
 
     def failed(self, call_sid: str) -> bool:
@@ -123,7 +123,7 @@ class SharedBreaker:
 
     def _local_changed(self, is_open: bool) -> None:
         self.shared_open = self.shared_open and is_open  # closing here closes for all
-        self._spawn(self._publish(is_open))
+        spawn(self._pending, self._publish(is_open))
         self._notify()
 
     def _notify(self) -> None:
@@ -156,8 +156,3 @@ class SharedBreaker:
                 self._closes_seen = int(closes)
 
             await self.link.run("breaker close", close, None)
-
-    def _spawn(self, publication: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(publication)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)

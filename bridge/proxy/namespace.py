@@ -33,6 +33,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,7 @@ from websockets.asyncio.client import ClientConnection
 
 from bridge.agents import Agent
 from bridge.ai.events import session_update
+from bridge.background import spawn
 from bridge.proxy import record
 from bridge.proxy.rules import RateCap, Refusal, check_event_type, check_response, restrict_session
 from bridge.proxy.translate import (
@@ -254,7 +256,7 @@ class RealtimeProxy:
                             "ignored session fields this agent keeps to itself: "
                             + ", ".join(removed),
                         ).payload(kind),
-                    )
+                    ),
                 )
             event = {**event, "session": {"type": "realtime", **kept}}
         elif event["type"] == "response.create" and isinstance(event.get("response"), dict):
@@ -417,7 +419,5 @@ class RealtimeProxy:
     def _t(session: _Session) -> float:
         return time.monotonic() - session.started
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        spawn(self.tasks, work)

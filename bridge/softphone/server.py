@@ -28,13 +28,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import socketio
 from engineio.payload import Payload
 
+from bridge.background import spawn
 from bridge.call import Call
 from bridge.errors import PhoneProtocolError
 from bridge.guard import connect_allowed
@@ -178,7 +178,7 @@ class Softphone:
             logger.info("softphone %s: resumed on a new connection", session.call.call_sid)
             # Nothing awaited here: the page gets its CONNECT before the status, which it
             # may answer at once (a Socket.IO client can only send once connected).
-            self._spawn(self._resumed(session, old_sid))
+            spawn(self.tasks, self._resumed(session, old_sid))
             return
         settings = self.services.settings
         rate = params.sample_rate
@@ -232,12 +232,6 @@ class Softphone:
             "sample_rate": session.leg.sample_rate,
             "resume": session.resume_id,
         }
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` once the current handler has returned (and its CONNECT is sent)."""
-        task = asyncio.create_task(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     async def _resumed(self, session: _Session, old_sid: str | None) -> None:
         """A client took its session up again on a new connection."""

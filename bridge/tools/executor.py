@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from bridge.agents import Agent
+from bridge.background import spawn
 from bridge.errors import BridgeError
 from bridge.privacy import mask_number
 from bridge.tools.control import RunTool, ToolResult, error_output
@@ -66,15 +67,11 @@ class ToolExecutor:
         self.caller, self.called = caller, called
 
     def start(self, command: RunTool) -> None:
-        task = asyncio.create_task(self._run(command), name=f"tool {command.spec.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._run(command), f"tool {command.spec.name}")
 
     def start_transfer(self, transfer: Transfer) -> None:
         """Redirect the call for ``transfer_call``; the result reaches the sink like a tool's."""
-        task = asyncio.create_task(self._transfer(transfer), name="transfer_call")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._transfer(transfer), "transfer_call")
 
     async def _transfer(self, transfer: Transfer) -> None:
         started = time.monotonic()
