@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -244,11 +245,18 @@ class LocalAgentServer:
         wake = asyncio.Event()
         self._wakes[id(session)] = (session, wake)
 
+        sleeping_until = math.inf  # when the loop below wakes by itself
+
         async def read() -> None:
             try:
                 async for message in ws:
-                    outbox.extend(session.receive(message, loop.time()))
-                    wake.set()
+                    out = session.receive(message, loop.time())
+                    # Most messages are appends that cause nothing now: wake the loop
+                    # only for something to send, or a release earlier than it sleeps to.
+                    due = session.next_due()
+                    if out or session.closed or (due is not None and due < sleeping_until):
+                        outbox.extend(out)
+                        wake.set()
             except ConnectionClosed:
                 pass
             finally:
@@ -275,9 +283,10 @@ class LocalAgentServer:
                     (t for t in (session.next_due(), stall_at, drop_at) if t is not None),
                     default=None,
                 )
-                timeout = None if due is None else max(0.0, due - loop.time())
+                sleeping_until = math.inf if due is None else due
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+                    async with asyncio.timeout_at(due):
+                        await wake.wait()
                 wake.clear()
                 outbox.extend(session.poll(loop.time()))
         except ConnectionClosed:

@@ -26,10 +26,11 @@ import numpy as np
 RATE = 24000
 FRAME_MS = 10
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
-_FULL_SCALE_POWER = 32768.0**2
+_POWER_SCALE = 1.0 / FRAME_SAMPLES / 32768.0**2  # sum of squares -> power re full scale
 _SILENT_DB = -100.0
 _BLOCK_FRAMES = 10
 _FLOOR_WINDOW_MS = 2000
+_NO_SAMPLES = np.zeros(0, dtype=np.int16)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,12 @@ class EnergyVad:
         self.noise_margin_db = noise_margin_db
         self.noise_floor_db = _SILENT_DB
         self._blocks: deque[float] = deque(maxlen=_FLOOR_WINDOW_MS // (_BLOCK_FRAMES * FRAME_MS))
+        self._blocks_min = math.inf  # min(self._blocks), kept as blocks complete
         self._block_min = math.inf
         self._block_frames = 0
         self.speaking = False
         self.position_ms = 0  # end of the last whole frame analysed
-        self._rest = np.zeros(0, dtype=np.int16)
+        self._rest = _NO_SAMPLES
         self._run_start_ms: int | None = None  # candidate onset
         self._run_loud_ms = 0
         self._gap_ms = 0
@@ -93,11 +95,11 @@ class EnergyVad:
         if self._rest.size:
             pcm = np.concatenate([self._rest, pcm])
         whole = pcm.size - pcm.size % FRAME_SAMPLES
-        self._rest = pcm[whole:].copy()
+        self._rest = pcm[whole:].copy() if whole < pcm.size else _NO_SAMPLES
         if not whole:
             return []
-        frames = pcm[:whole].astype(np.float64).reshape(-1, FRAME_SAMPLES)
-        power = np.einsum("ij,ij->i", frames, frames) / FRAME_SAMPLES / _FULL_SCALE_POWER
+        frames = pcm[:whole].reshape(-1, FRAME_SAMPLES).astype(np.float64)
+        power = (frames * frames).sum(axis=1) * _POWER_SCALE
         out: list[VadStart | VadStop] = []
         for p in power.tolist():
             level = 10.0 * math.log10(p) if p > 1e-10 else _SILENT_DB
@@ -142,13 +144,15 @@ class EnergyVad:
         # Minimum statistics: the quietest 10 ms frame of the last ~2 s is the noise floor.
         # Speech always has quieter frames between syllables, so it does not lift the floor;
         # a steady hiss or hum does.
-        self._block_min = min(self._block_min, level)
+        if level < self._block_min:
+            self._block_min = level
         self._block_frames += 1
         if self._block_frames == _BLOCK_FRAMES:
             self._blocks.append(self._block_min)
+            self._blocks_min = min(self._blocks)
             self._block_min = math.inf
             self._block_frames = 0
-        self.noise_floor_db = min(min(self._blocks, default=self._block_min), self._block_min)
+        self.noise_floor_db = min(self._blocks_min, self._block_min)
 
     def _reset_run(self) -> None:
         self._run_start_ms = None
