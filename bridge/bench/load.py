@@ -61,6 +61,7 @@ from bridge.sim.webhook import (
 GAP_TOLERANCE_S = 0.0005
 BURST_S = 0.002
 LAG_TICK_S = 0.01
+PACE_TICK_S = 0.002  # the pacer's grid: a frame leaves at most this late
 # The exact text ``messages.media`` builds, with the base64 payload encoded once per frame.
 MEDIA = (
     '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
@@ -148,6 +149,7 @@ class Group:
         self.closed_by_server = 0
         self.failures: list[str] = []
         self.all_started = asyncio.Event()
+        self.streaming_callers: set[LeanCaller] = set()
 
     def started(self, ok: bool, why: str = "") -> None:
         if ok:
@@ -158,6 +160,26 @@ class Group:
                 self.failures.append(why)
         if self.streaming + self.setup_failed >= self.calls:
             self.all_started.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for caller in list(self.streaming_callers):
+            caller.end()
+
+    async def pace(self) -> None:
+        """Send every caller's due frames and echo its due marks, from one task on a grid
+        of ``PACE_TICK_S``: one timer for the process, not one per caller per frame, so
+        the generator's own cost stays out of the way of the calls it makes."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            for caller in list(self.streaming_callers):
+                if caller.ended.is_set():  # ended while an earlier caller was sending
+                    continue
+                try:
+                    await caller.tick(loop.time())
+                except ConnectionClosed:
+                    caller.end()
+            await asyncio.sleep(PACE_TICK_S - loop.time() % PACE_TICK_S)
 
 
 class FarEndClock:
@@ -227,6 +249,10 @@ class LeanCaller:
         self.seq = 0
         self.hanging_up = False
         self.closed = False
+        self.ended = asyncio.Event()  # hang up: the group stops, or the server closed
+        self.ws: ClientConnection | None = None
+        self.t0 = 0.0
+        self.k = 0  # frames sent
 
     async def run(self, cfg: dict[str, Any]) -> None:
         try:
@@ -252,7 +278,6 @@ class LeanCaller:
         return self.seq
 
     async def _stream(self, ws: ClientConnection) -> None:
-        loop = asyncio.get_running_loop()
         group = self.group
         sid = self.stream_sid
         await ws.send(messages.connected())
@@ -265,26 +290,14 @@ class LeanCaller:
                 custom_parameters=self.parameters,
             )
         )
-        t0 = loop.time()
+        self.ws, self.t0 = ws, asyncio.get_running_loop().time()
         group.started(True)
         receiver = asyncio.create_task(self._receive(ws))
-        frames, n_frames, k = self.frames, len(self.frames), 0
+        if not group.stopping:
+            group.streaming_callers.add(self)  # group.pace sends its frames from now on
+            await self.ended.wait()
+            self.end()  # out of the pacer's set, if it ended before it was in
         try:
-            while not group.stopping and not self.closed:
-                now = loop.time()
-                while t0 + (k + 1) * FRAME_S <= now + 1e-4:
-                    stats = group.stats
-                    lag = now - (t0 + (k + 1) * FRAME_S)
-                    stats.send_lag.add(max(lag, 0.0) * 1000)
-                    if lag > FRAME_S:
-                        stats.send_late += 1
-                    b64 = frames[(self.offset + k) % n_frames]
-                    await ws.send(media_text(self._next_seq(), sid, k + 1, k * 20, b64))
-                    stats.frames_sent += 1
-                    k += 1
-                for name in self.far.due_marks(now):
-                    await self._echo(ws, name)
-                await asyncio.sleep(max(0.0, t0 + (k + 1) * FRAME_S - loop.time()))
             if not self.closed:
                 self.hanging_up = True
                 await ws.send(
@@ -301,6 +314,32 @@ class LeanCaller:
         finally:
             self.hanging_up = True
             await receiver
+
+    def end(self) -> None:
+        self.group.streaming_callers.discard(self)
+        self.ended.set()
+
+    async def tick(self, now: float) -> None:
+        """Send the frames due by ``now`` (frame k is whole at t0 + (k+1) * 20 ms) and echo
+        the marks the far end has played through."""
+        ws = self.ws
+        assert ws is not None
+        due = self.t0 + (self.k + 1) * FRAME_S
+        while due <= now + 1e-4 and not self.ended.is_set():
+            stats = self.group.stats
+            lag = now - due
+            stats.send_lag.add(max(lag, 0.0) * 1000)
+            if lag > FRAME_S:
+                stats.send_late += 1
+            b64 = self.frames[(self.offset + self.k) % len(self.frames)]
+            await ws.send(
+                media_text(self._next_seq(), self.stream_sid, self.k + 1, self.k * 20, b64)
+            )
+            stats.frames_sent += 1
+            self.k += 1
+            due += FRAME_S
+        for name in self.far.due_marks(now):
+            await self._echo(ws, name)
 
     async def _echo(self, ws: ClientConnection, name: str) -> None:
         await ws.send(messages.mark(self._next_seq(), stream_sid=self.stream_sid, name=name))
@@ -336,6 +375,7 @@ class LeanCaller:
             if not self.hanging_up and not group.stopping:
                 group.closed_by_server += 1
             self.closed = True
+            self.end()
 
 
 # --------------------------------------------------------------------------- the process
@@ -371,6 +411,7 @@ async def run(cfg: dict[str, Any]) -> int:
     commands: asyncio.Queue[str] = asyncio.Queue()
     threading.Thread(target=_commands, args=(loop, commands), daemon=True).start()
     watcher = asyncio.create_task(_watch_loop(group))
+    pacer = asyncio.create_task(group.pace())
     tasks = []
     for _ in range(n):
         caller = LeanCaller(group, frames, rng.randrange(len(frames)))
@@ -383,10 +424,11 @@ async def run(cfg: dict[str, Any]) -> int:
             group.stats = ClientStats()
     result = group.stats
     group.stats = ClientStats()  # hang-up traffic is not counted
-    group.stopping = True
+    group.stop()
     if tasks:
         await asyncio.wait(tasks, timeout=15.0)
     watcher.cancel()
+    pacer.cancel()
     _say(
         {
             "event": "result",
