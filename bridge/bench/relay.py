@@ -103,8 +103,10 @@ class Relay:
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if any(t.exception() is not None for t in done):
+            failures = [t.exception() for t in done if t.exception() is not None]
+            if failures:
                 metrics.calls_failed += 1
+                logger.warning("relay: call failed: %r", failures[0])
         finally:
             for t in tasks:
                 t.cancel()
@@ -137,7 +139,9 @@ class Relay:
 
     async def _downlink(self, ws: WebSocket, model: ClientConnection, stream_sid: str) -> None:
         metrics = self.metrics
-        with contextlib.suppress(ConnectionClosed):
+        # The model went away, or the caller hung up while a media message was on its way
+        # (its stop may still be queued for the uplink): the call is over, not failed.
+        with contextlib.suppress(ConnectionClosed, WebSocketDisconnect):
             async for message in model:
                 now = time.monotonic()
                 event = json.loads(message)
