@@ -61,7 +61,7 @@ from bridge.sim.webhook import (
 GAP_TOLERANCE_S = 0.0005
 BURST_S = 0.002
 LAG_TICK_S = 0.01
-PACE_TICK_S = 0.002  # the pacer's grid: a frame leaves at most this late
+PACE_TICK_S = 0.001  # the pacer's grid: a frame leaves at most this late
 # The exact text ``messages.media`` builds, with the base64 payload encoded once per frame.
 MEDIA = (
     '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
