@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import heapq
 import json
 import math
 import random
@@ -150,6 +151,8 @@ class Group:
         self.failures: list[str] = []
         self.all_started = asyncio.Event()
         self.streaming_callers: set[LeanCaller] = set()
+        self._due: list[tuple[float, int, LeanCaller]] = []  # (next frame due, n, caller)
+        self._added = 0
 
     def started(self, ok: bool, why: str = "") -> None:
         if ok:
@@ -161,6 +164,12 @@ class Group:
         if self.streaming + self.setup_failed >= self.calls:
             self.all_started.set()
 
+    def stream(self, caller: LeanCaller) -> None:
+        """Pace ``caller``'s frames from now on (its first is due 20 ms after its start)."""
+        self.streaming_callers.add(caller)
+        self._added += 1
+        heapq.heappush(self._due, (caller.next_frame_at, self._added, caller))
+
     def stop(self) -> None:
         self.stopping = True
         for caller in list(self.streaming_callers):
@@ -171,14 +180,18 @@ class Group:
         of ``PACE_TICK_S``: one timer for the process, not one per caller per frame, so
         the generator's own cost stays out of the way of the calls it makes."""
         loop = asyncio.get_running_loop()
+        due = self._due
         while not self.stopping:
-            for caller in list(self.streaming_callers):
-                if caller.ended.is_set():  # ended while an earlier caller was sending
+            while due and due[0][0] <= loop.time() + 1e-4:
+                _, n, caller = heapq.heappop(due)
+                if caller.ended.is_set():
                     continue
                 try:
                     await caller.tick(loop.time())
                 except ConnectionClosed:
                     caller.end()
+                    continue
+                heapq.heappush(due, (caller.next_frame_at, n, caller))
             await asyncio.sleep(PACE_TICK_S - loop.time() % PACE_TICK_S)
 
 
@@ -253,6 +266,7 @@ class LeanCaller:
         self.ws: ClientConnection | None = None
         self.t0 = 0.0
         self.k = 0  # frames sent
+        self.next_frame_at = math.inf
 
     async def run(self, cfg: dict[str, Any]) -> None:
         try:
@@ -291,10 +305,11 @@ class LeanCaller:
             )
         )
         self.ws, self.t0 = ws, asyncio.get_running_loop().time()
+        self.next_frame_at = self.t0 + FRAME_S
         group.started(True)
         receiver = asyncio.create_task(self._receive(ws))
         if not group.stopping:
-            group.streaming_callers.add(self)  # group.pace sends its frames from now on
+            group.stream(self)  # group.pace sends its frames from now on
             await self.ended.wait()
             self.end()  # out of the pacer's set, if it ended before it was in
         try:
@@ -324,7 +339,7 @@ class LeanCaller:
         the marks the far end has played through."""
         ws = self.ws
         assert ws is not None
-        due = self.t0 + (self.k + 1) * FRAME_S
+        due = self.next_frame_at
         while due <= now + 1e-4 and not self.ended.is_set():
             stats = self.group.stats
             lag = now - due
@@ -337,7 +352,7 @@ class LeanCaller:
             )
             stats.frames_sent += 1
             self.k += 1
-            due += FRAME_S
+            due = self.next_frame_at = self.t0 + (self.k + 1) * FRAME_S
         for name in self.far.due_marks(now):
             await self._echo(ws, name)
 
