@@ -274,8 +274,15 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "generator_saturated_at": next(
             (row["calls"] for row in rows if row["bridge"]["generator"]["saturated"]), None
         ),
+        # Any server's: with --compare, the relay's and the pass-through's steps load the
+        # agent differently from the bridge's.
         "load_saturated_at": next(
-            (row["calls"] for row in rows if row["bridge"].get("load_saturated")), None
+            (
+                row["calls"]
+                for row in rows
+                if any(isinstance(v, dict) and v.get("load_saturated") for v in row.values())
+            ),
+            None,
         ),
     }
 

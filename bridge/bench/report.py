@@ -189,8 +189,9 @@ def measured_line(result: dict[str, Any]) -> str:
         return line + " The load generator never reached 90% of its cores."
     return line + (
         f" From {at} calls the load generator saturated (agent+callers at >= 90% of its "
-        "cores): those steps are bounded by the load generator, not the server, and calls "
-        "per core beyond them is extrapolated from CPU per call-second, not measured."
+        "cores) against at least one server: those steps (*bounded by the load generator*) "
+        "say more about the generator than the server, and calls per core beyond them is "
+        "extrapolated from CPU per call-second, not measured."
     )
 
 

@@ -192,6 +192,10 @@ def test_a_saturated_step_says_so_in_json_console_and_table() -> None:
     )
     assert "From 10 calls the load generator saturated" in header
     assert "extrapolated from CPU per call-second" in header
+    # With --compare, a step is bounded when the generator saturated against any server.
+    compared = [{"calls": 10, "bridge": spread, "relay": step, "cpu_x_relay": {"bridge": 1.5}}]
+    assert figures.summary(compared)["load_saturated_at"] == 10
+    assert figures.summary([{"calls": 10, "bridge": spread}])["load_saturated_at"] is None
 
 
 def test_load_processes_spread_over_the_cpus_but_the_servers() -> None:
