@@ -37,7 +37,7 @@ import math
 import statistics
 from typing import Any
 
-from bridge.bench.load import hist_load, hist_merge
+from bridge.bench.measure import hist_load, hist_merge
 from bridge.metrics import Histogram
 
 LOAD_BUSY = 0.9  # agent + callers busy share of their cores from which they, not the server, limit

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.bench import figures, report
-from bridge.bench.load import hist_load, hist_merge
+from bridge.bench.measure import hist_load, hist_merge
 from bridge.bench.procs import _NO_PROXY, Proc, Target
 from bridge.bench.profiling import render as render_profile
 from bridge.bench.profiling import summarise

@@ -17,14 +17,8 @@ from typing import Any
 import pytest
 
 from bridge.bench import figures, report
-from bridge.bench.load import (
-    ClientStats,
-    FarEndClock,
-    caller_frames,
-    hist_dump,
-    hist_load,
-    media_text,
-)
+from bridge.bench.load import caller_frames, media_text
+from bridge.bench.measure import ClientStats, FarEndClock, hist_dump, hist_load
 from bridge.bench.profiling import render, summarise
 from bridge.metrics import Histogram
 from bridge.sim import messages

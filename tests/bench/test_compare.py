@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bridge.bench import compare, figures, main, procs, quality, report
-from bridge.bench.load import ClientStats
+from bridge.bench.measure import ClientStats
 from tests.bench.test_bench import _stats
 
 ROOT = Path(__file__).resolve().parents[2]
