@@ -4,7 +4,8 @@ A caller does what ``bridge.sim.caller.simulate_call`` does on the wire (signed 
 webhook, TwiML, signed media handshake, ``connected``/``start``, 20 ms μ-law frames at the
 real-time pace, mark echoes, ``stop``), reusing the simulator's builders and its strict
 ``parse_outbound``, but keeps no audio and no timeline, so hundreds fit on one core:
-media frames are pre-encoded once and formatted, and the far end is reduced to a clock.
+media frames are pre-encoded once and formatted, the far end is reduced to a clock, and
+one pacer task per process (``Group.pace``) sends every caller's frames on a 1 ms grid.
 
 What a caller measures, and the far end's clock: ``bridge.bench.measure``.
 
