@@ -15,7 +15,6 @@ parse as :class:`Other`, like any event the bridge does not act on.
 
 from __future__ import annotations
 
-import binascii
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from bridge import b64
 from bridge.agents import Agent
 from bridge.audio.formats import MODEL_RATE, ModelAudio, hears_pcmu, speaks_pcmu
 from bridge.errors import RealtimeProtocolError
@@ -114,7 +114,7 @@ def input_audio_append(audio: bytes) -> dict[str, Any]:
     return {
         "type": "input_audio_buffer.append",
         "event_id": new_event_id(),
-        "audio": binascii.b2a_base64(audio, newline=False).decode("ascii"),
+        "audio": b64.encode(audio),
     }
 
 
@@ -419,6 +419,6 @@ def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
 def _b64(d: dict[str, Any], key: str) -> bytes:
     value = _str(d, key)
     try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except ValueError as exc:  # binascii.Error, or a plain ValueError for non-ASCII text
+        return b64.decode(value)
+    except ValueError as exc:  # binascii.Error, non-ASCII text included
         raise _Missing(f"{key!r} is not valid base64 ({exc})") from None

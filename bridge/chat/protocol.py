@@ -30,13 +30,11 @@ bridge, ``sample_rate``: the session's rate before the client's first audio says
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import inputs
+from bridge import b64, inputs
 from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
 from bridge.softphone.protocol import MAX_TEXT_CHARS, Refused, resume_id
@@ -180,8 +178,8 @@ def _audio(data: object, max_bytes: int) -> AudioIn:
         if len(payload) > max_bytes * 4 // 3 + 4:
             raise PhoneProtocolError(f"too_large: audio is limited to {max_bytes} bytes")
         try:
-            pcm = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
+            pcm = b64.decode(payload)
+        except ValueError:
             raise PhoneProtocolError("bad_audio: data is not valid base64") from None
     else:
         raise PhoneProtocolError("bad_message: audio data must be base64 text or binary")
@@ -208,7 +206,7 @@ def audio_out(
     pcm: bytes, sample_rate: int, stream_sid: str | None, item_id: str | None
 ) -> dict[str, Any]:
     return {
-        "data": base64.b64encode(pcm).decode("ascii"),
+        "data": b64.encode(pcm),
         "meta_info": {"sample_rate": sample_rate, "stream_sid": stream_sid, "item_id": item_id},
     }
 

@@ -27,8 +27,6 @@ Server → client::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass, replace
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge import b64
 from bridge.agents import VOICES, Agent
 from bridge.errors import PhoneProtocolError
 
@@ -159,8 +158,8 @@ def _audio(payload: object, max_bytes: int) -> bytes:
     if len(payload) > max_bytes * 4 // 3 + 4:
         raise CompanionError(f"audio is limited to {max_bytes} bytes a message")
     try:
-        pcm = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
+        pcm = b64.decode(payload)
+    except ValueError:
         raise CompanionError("audio is not valid base64") from None
     if not pcm or len(pcm) % 2:
         raise CompanionError("audio must be PCM16: a whole, non-zero number of samples")
@@ -283,5 +282,5 @@ def audio_delta(pcm: bytes, response_id: str | None, item_id: str | None) -> str
         "audio_delta",
         responseId=response_id,
         itemId=item_id,
-        audioData=base64.b64encode(pcm).decode("ascii"),
+        audioData=b64.encode(pcm),
     )

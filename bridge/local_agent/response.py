@@ -14,7 +14,6 @@ decides when a response starts or stops.
 
 from __future__ import annotations
 
-import binascii
 import random
 import wave
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from bridge import b64
 from bridge.local_agent.codec import OutputEncoder
 from bridge.local_agent.conversation import Emit, Item
 
@@ -156,7 +156,7 @@ class SpokenResponse:
                 emit(
                     "response.output_audio.delta",
                     **self._where(),
-                    delta=binascii.b2a_base64(audio, newline=False).decode(),
+                    delta=b64.encode(audio),
                 )
             )
         return out

@@ -23,12 +23,12 @@ conversation.item.done → response.output_item.done → response.done → rate_
 
 from __future__ import annotations
 
-import binascii
 import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge import b64
 from bridge.local_agent.checks import (
     INVALID_AUDIO,
     NO_ACTIVE_RESPONSE,
@@ -227,8 +227,8 @@ class AgentSession:
 
     def _on_append(self, audio: str, event_id: str | None, now: float) -> list[dict[str, Any]]:
         try:
-            pcm = binascii.a2b_base64(audio, strict_mode=True)
-        except binascii.Error:
+            pcm = b64.decode(audio)
+        except ValueError:
             return [self._error(INVALID_AUDIO, event_id)]
         out: list[dict[str, Any]] = []
         fmt = self.config["audio"]["input"]["format"]  # audio/pcmu: bridge.local_agent.codec

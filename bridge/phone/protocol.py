@@ -60,13 +60,12 @@ one strict base64 decode; no pydantic, no regexes.
 
 from __future__ import annotations
 
-import binascii
 import json
 from dataclasses import dataclass
 
 import orjson
 
-from bridge import inputs
+from bridge import b64, inputs
 from bridge.errors import PhoneProtocolError
 
 __all__ = [
@@ -331,8 +330,8 @@ class MediaStream:
         if type(encoded) is not str:
             raise _drop("media: payload must be a base64 string")
         try:
-            payload = binascii.a2b_base64(encoded, strict_mode=True)
-        except (binascii.Error, ValueError):
+            payload = b64.decode(encoded)
+        except ValueError:
             raise _drop("media: payload is not valid base64") from None
         if not payload:
             # mu-law is one byte per sample: anything decodable and non-empty is whole samples.
@@ -386,7 +385,7 @@ class MediaStream:
         self._require_start("media")
         if not payload:
             raise _fatal("cannot send an empty media payload")
-        return self._media_head + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
+        return self._media_head + b64.encode(payload) + '"}}'
 
     def mark(self, name: str) -> str:
         """``mark`` message; Twilio echoes it once the audio sent before it has played."""

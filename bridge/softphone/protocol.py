@@ -37,8 +37,6 @@ carries ``{message, data: {code}}``, which the page shows.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import re
 from collections.abc import Iterable, Mapping
@@ -46,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bridge import inputs
+from bridge import b64, inputs
 from bridge.agents import Agent
 from bridge.config import Settings
 from bridge.errors import PhoneProtocolError
@@ -307,8 +305,8 @@ def _audio(data: object, sample_rate: int, max_bytes: int) -> AudioIn:
         if len(payload) > max_bytes * 4 // 3 + 4:
             raise PhoneProtocolError(f"too_large: audio is limited to {max_bytes} bytes")
         try:
-            pcm = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
+            pcm = b64.decode(payload)
+        except ValueError:
             raise PhoneProtocolError("bad_audio: data is not valid base64") from None
     else:
         raise PhoneProtocolError("bad_message: audio data must be base64 text or binary")
@@ -332,6 +330,6 @@ def error_payload(exc: PhoneProtocolError) -> dict[str, str]:
 
 def audio_out(pcm: bytes, sample_rate: int, item_id: str | None) -> dict[str, Any]:
     return {
-        "data": base64.b64encode(pcm).decode("ascii"),
+        "data": b64.encode(pcm),
         "meta_info": {"sample_rate": sample_rate, "item_id": item_id},
     }
