@@ -90,10 +90,11 @@ def test_steady_20ms_frames_give_steady_output(in_rate: int, out_rate: int) -> N
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), POLYPHASE_PAIRS)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_chunk_size_invariance(in_rate: int, out_rate: int, seed: int) -> None:
-    x = _noise(in_rate // 2, seed)
+@pytest.mark.parametrize("hi", [97, 3000])  # short chunks only; short and long (in blocks)
+def test_chunk_size_invariance(in_rate: int, out_rate: int, seed: int, hi: int) -> None:
+    x = _noise(in_rate, seed)
     whole = _one_shot(in_rate, out_rate, x)
-    streamed = _stream(StreamResampler(in_rate, out_rate), x, seed=seed, hi=97)
+    streamed = _stream(StreamResampler(in_rate, out_rate), x, seed=seed, hi=hi)
     assert len(streamed) == len(whole)
     # Same dot products either way; only float32 summation order may differ.
     assert np.max(np.abs(streamed.astype(np.int32) - whole)) <= 1
