@@ -69,7 +69,8 @@ _ENCODE = _build_encode_table()
 
 def ulaw_decode(data: bytes) -> npt.NDArray[np.int16]:
     """μ-law bytes → int16 PCM samples (one sample per byte)."""
-    return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+    # take(): the same lookup as indexing, at a fraction of fancy indexing's overhead.
+    return _DECODE.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def ulaw_encode(pcm: npt.NDArray[np.int16]) -> bytes:
@@ -77,4 +78,4 @@ def ulaw_encode(pcm: npt.NDArray[np.int16]) -> bytes:
     samples = np.asarray(pcm)
     if samples.dtype != np.int16:
         raise TypeError(f"ulaw_encode expects int16 samples, got {samples.dtype}")
-    return _ENCODE[samples.reshape(-1).view(np.uint16)].tobytes()
+    return _ENCODE.take(samples.reshape(-1).view(np.uint16)).tobytes()
