@@ -404,7 +404,8 @@ class Call:
         self.control.poll(now, self)
         self._control(now)
         pending = self._pending_local
-        if pending is not None and now - pending.t >= CONFIRM_TIMEOUT_S:
+        # The same sum as next_due's: ``now - t >= timeout`` can miss the time it named.
+        if pending is not None and now >= pending.t + CONFIRM_TIMEOUT_S:
             # The model never heard speech: it was noise. Let the agent carry on from
             # where it was cut off (its item is truncated to what the caller heard).
             self._pending_local = None

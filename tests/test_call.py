@@ -274,6 +274,27 @@ def test_unconfirmed_local_barge_in_lets_the_agent_carry_on():
     assert len([e for e in pair.to_model if e["type"] == "response.create"]) == 2
 
 
+def test_a_tick_when_next_due_says_settles_an_unconfirmed_barge_in():
+    # Around t = 10 s, (t + 1.2) - t < 1.2 in floating point: a tick at the time next_due
+    # named must still settle the barge-in, or a pacer that trusts next_due spins.
+    pair = _local_pair()
+    pair.now = 9.0
+    speak(pair, "resp_1", "item_1", 3000)
+    pair.run(0.9)
+    call = pair.call
+    now = pair.now
+    while not call.barge_ins:
+        now = round(now + 0.02, 6)
+        call.phone_audio(loud_caller_frame(), now)
+    assert 9.9 < call.barge_ins[-1].t <= 10.2
+    due = call.next_due(now)
+    assert due is not None
+    call.tick(due)
+    assert "barge_in_unconfirmed" in [e.kind for e in call.events]
+    after = call.next_due(due)
+    assert after is None or after > due
+
+
 def test_local_barge_in_never_races_the_model_with_cancel_or_create():
     pair = _local_pair()
     speak(pair, "resp_1", "item_1", 3000, done=False)  # still generating

@@ -253,12 +253,12 @@ class CallControl:
             or self._respond
             or self._retry
         )
-        if self.transferred_to is not None and now - self._transferred_at >= TRANSFER_STOP_WAIT_S:
+        if self.transferred_to is not None and now >= self._transferred_at + TRANSFER_STOP_WAIT_S:
             self.hangup = f"transferred to {self.transferred_to}"  # no ``stop`` came
             self.events.append(("hangup", {"reason": self.hangup}))
             return
         if self._transfer is not None or self.transferred_to is not None:
-            waited = now - self._transfer_at >= END_GRACE_S  # a leg that stopped echoing
+            waited = now >= self._transfer_at + END_GRACE_S  # a leg that stopped echoing
             pending = self._transfer is not None and self._transfer.call_id not in self._running
             if pending and (idle or waited):
                 assert self._transfer is not None
@@ -267,7 +267,7 @@ class CallControl:
             self.silence.busy()
             return
         if self._ending is not None:
-            if idle or now - self._ending_at >= END_GRACE_S:
+            if idle or now >= self._ending_at + END_GRACE_S:
                 self.hangup = self._ending
                 self.events.append(("hangup", {"reason": self._ending}))
             return
@@ -287,6 +287,8 @@ class CallControl:
         return True
 
     def next_due(self, now: float) -> float | None:
+        # Each time is the sum ``poll`` compares ``now`` with (``now >= since + wait``, not
+        # ``now - since >= wait``, which can come out false at the very time named here).
         if self.hangup is not None:
             return now  # the runner ends the call at its next tick
         dues = [self.keypad.due, self.silence.due]

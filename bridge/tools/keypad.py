@@ -74,7 +74,7 @@ class Silence:
             return False
         if self._since is None:
             self._since = now
-        if now - self._since >= self.timeout_s:
+        if now >= self._since + self.timeout_s:  # the sum ``due`` names, to the bit
             self._since = None
             self.nudges += 1
             return True

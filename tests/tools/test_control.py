@@ -14,6 +14,7 @@ from bridge.call import Call
 from bridge.errors import ConfigError
 from bridge.playout import SendMark
 from bridge.tools.control import RunTool, ToolResult
+from bridge.tools.keypad import Silence
 from bridge.tools.signing import sign, verify
 from tests.tools.helpers import SECRET, agent_from, tool_table
 
@@ -183,3 +184,13 @@ def test_a_result_for_a_lost_session_reaches_the_next_one_as_text(agent: Agent) 
     item = call.to_model[0]["item"]
     assert item["type"] == "message" and '{"ok": true}' in item["content"][0]["text"]
     assert call.to_model[-1]["type"] == "response.create"
+
+
+def test_silence_is_due_when_its_due_time_says():
+    # Near t = 10 s, (t + 1.2) - t < 1.2 in floating point: the check must be the sum
+    # ``due`` names, or a tick at that time finds nothing due and a pacer spins.
+    silence = Silence(Agent(silence_timeout_s=1.2))
+    assert not silence.quiet(10.0)
+    due = silence.due
+    assert due is not None
+    assert silence.quiet(due)
