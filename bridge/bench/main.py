@@ -6,6 +6,7 @@
     bridge bench --compare               transcoding, μ-law in, μ-law pass-through, relay
     bridge bench --compare --repeat 3    each step 3 times, interleaved: medians (noisy hosts)
     bridge bench --workers 1,2           the bridge as 1, then 2 worker processes: calls per box
+    bridge bench --core                  the call logic's own CPU, no I/O (bridge.bench.core)
 
 Processes: the bridge and the minimal relay (``bridge.bench.relay``) each in their own
 process pinned to CPU 0; the local agent and the load generator (``--load-procs``
@@ -418,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.bench.soak import main as soak_main
 
         return soak_main(argv)
+    if "--core" in argv:
+        from bridge.bench.core import main as core_main
+
+        return core_main(argv)
     args = parse_args(argv)
     if len(args.worker_counts) > 1:
         return pool.run_counts(args, Bench)
