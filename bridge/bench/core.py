@@ -258,17 +258,23 @@ def render(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bridge bench --core", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bridge bench --core",
+        description="The CPU a call's own logic costs per second of call, without sockets or "
+        "event loop, for each model audio format (bridge/bench/core.py says how).",
+    )
     parser.add_argument("--core", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--seconds", type=int, default=30, help="call length per run (multiple of 10)"
     )
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="runs per format (median, min)")
     parser.add_argument("--modes", default=",".join(MODES), help="model audio formats to run")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
     if args.seconds < CYCLE_S or args.seconds % CYCLE_S:
         parser.error(f"--seconds must be a positive multiple of {CYCLE_S}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     asked = [m for m in args.modes.split(",") if m]
     if unknown := set(asked) - set(MODES):
         parser.error(f"unknown model audio {sorted(unknown)}; choose from {list(MODES)}")

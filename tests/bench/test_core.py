@@ -71,3 +71,5 @@ def test_bad_arguments_are_refused() -> None:
         core.main(["--seconds", "15"])
     with pytest.raises(SystemExit):
         core.main(["--modes", "opus"])
+    with pytest.raises(SystemExit):
+        core.main(["--runs", "0"])
