@@ -1,6 +1,7 @@
 """The console's call history in headless Chromium, over more calls than one page: the
-Older/Newer buttons walk the pages (rows checked on each) and the page count follows;
-and a call's page shows its keypad presses and model reconnect on its timeline.
+Older/Newer buttons walk the pages (rows checked on each) and the page count follows, a
+second click while a page loads is not taken; and a call's page shows its keypad presses
+and model reconnect on its timeline.
 
 Records are written straight into the SQLite file the bridge then serves them from.
 """
@@ -117,8 +118,15 @@ def test_history_pages_forward_and_back(tmp_path: Path) -> None:
             await page.click("#newer")
             await shows(0)
 
-            # Forward again to the call with keys and a reconnect, and open it.
-            await page.click("#older")
+            # Two clicks on Older before the first page has come: the second is not taken
+            # (it would page on from the cursor the first is still fetching).
+            await page.evaluate(
+                "() => { const older = document.getElementById('older');"
+                " older.click(); older.click(); }"
+            )
+            await shows(1)
+
+            # On to the call with keys and a reconnect, and open it.
             await page.click("#older")
             await shows(2)
             await page.click(f"#history-rows tr[data-id='{call_id(KEYPAD_CALL)}']")

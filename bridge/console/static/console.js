@@ -151,7 +151,27 @@ function linkRow(row, id) {
   row.addEventListener("keydown", (event) => event.key === "Enter" && open());
 }
 
+// The latest history request: an answer to an earlier one (a page clicked past, filters
+// changed meanwhile) is dropped rather than drawn over it.
+let historyRequest = 0;
+
+function setPaging(enabled) {
+  $("newer").disabled = !enabled || state.page === 0;
+  $("older").disabled = !enabled || !state.next;
+}
+
 async function loadHistory() {
+  const mine = ++historyRequest;
+  // Paging reads state.next, which only this answer sets: no second click meanwhile.
+  setPaging(false);
+  try {
+    await drawHistory(mine);
+  } finally {
+    if (mine === historyRequest) setPaging(true);
+  }
+}
+
+async function drawHistory(mine) {
   const params = new URLSearchParams({ state: "ended", limit: String(PAGE_SIZE) });
   const agent = $("filter-agent").value.trim();
   const leg = $("filter-leg").value.trim();
@@ -160,6 +180,7 @@ async function loadHistory() {
   const cursor = state.cursors[state.page];
   if (cursor) params.set("before", cursor);
   const body = await api.json(`/calls?${params}`);
+  if (mine !== historyRequest) return;
   state.next = body.next;
   const rows = body.calls.map((call) => {
     const row = el(
@@ -182,8 +203,6 @@ async function loadHistory() {
   });
   $("history-rows").replaceChildren(...rows);
   $("history-empty").hidden = rows.length > 0;
-  $("newer").disabled = state.page === 0;
-  $("older").disabled = !state.next;
   $("page-no").textContent = `Page ${state.page + 1}`;
 }
 
