@@ -403,9 +403,8 @@ class Call:
         self._pull(now)
         self.control.poll(now, self)
         self._control(now)
-        pending = self._pending_local
-        # The same sum as next_due's: ``now - t >= timeout`` can miss the time it named.
-        if pending is not None and now >= pending.t + CONFIRM_TIMEOUT_S:
+        confirm_by = self._confirm_by()
+        if confirm_by is not None and now >= confirm_by:
             # The model never heard speech: it was noise. Let the agent carry on from
             # where it was cut off (its item is truncated to what the caller heard).
             self._pending_local = None
@@ -417,15 +416,20 @@ class Call:
 
     def next_due(self, now: float) -> float | None:
         due = self.playout.next_due(now)
-        if self._pending_local is not None:
-            confirm_at = self._pending_local.t + CONFIRM_TIMEOUT_S
-            due = confirm_at if due is None else min(due, confirm_at)
+        if (confirm_by := self._confirm_by()) is not None:
+            due = confirm_by if due is None else min(due, confirm_by)
         control = self.control.next_due(now)
         if control is not None:
             due = control if due is None else min(due, control)
         return due
 
     # ------------------------------------------------------------------ internals
+
+    def _confirm_by(self) -> float | None:
+        """When an unconfirmed local barge-in times out: ``tick`` and ``next_due`` use this
+        one sum (``now - t >= timeout`` can be false at the time ``t + timeout`` names)."""
+        pending = self._pending_local
+        return None if pending is None else pending.t + CONFIRM_TIMEOUT_S
 
     def _audio_delta(
         self, response_id: str, item_id: str, content_index: int, audio: bytes, now: float

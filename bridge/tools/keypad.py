@@ -74,7 +74,8 @@ class Silence:
             return False
         if self._since is None:
             self._since = now
-        if now >= self._since + self.timeout_s:  # the sum ``due`` names, to the bit
+        due = self.due  # the time next_due names, compared as is
+        if due is not None and now >= due:
             self._since = None
             self.nudges += 1
             return True
