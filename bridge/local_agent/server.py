@@ -312,11 +312,12 @@ class LocalAgentServer:
     ) -> None:
         """Stop reading and answering; keep the socket until the peer gives up on it."""
         logger.info("local agent session %s stalled (fault)", session.config["id"])
-        self.stalled.append(session.config["id"])
+        ws.transport.pause_reading()  # not even pings are answered now
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        ws.transport.pause_reading()  # not even pings are answered now
+        # Named stalled only once reading has stopped: a ping sent after is not answered.
+        self.stalled.append(session.config["id"])
         self._stalled_sockets.add(ws)
         # A peer that gives up closes or cuts the socket, which a paused transport may not
         # notice: let go after a while so a long-running agent does not keep it forever.
