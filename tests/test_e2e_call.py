@@ -104,8 +104,9 @@ def test_barge_in_truncates_at_what_the_caller_heard_at_many_random_points():
     (bridge and simulator share one event loop), which plays on meanwhile: what it played
     after the cut is taken off again, from its own record (``played_when_cut``). A stall of
     the loop itself (another process holding the core) can still make the simulator's
-    record wrong by the length of the stall: barge-ins with one near them are measured
-    apart, held to 20 ms plus the stalls near them, and more rounds run until enough
+    record wrong by the length of the stall, at the cut or as the item began to play (the
+    far end plays from when the audio reached it): barge-ins with one near either time are
+    measured apart, held to 20 ms plus those stalls, and more rounds run until enough
     undisturbed ones count.
     """
     run_undisturbed(barge_ins_within_20_ms(50))
@@ -168,7 +169,8 @@ async def barge_in_round(
                 assert heard_all, "a heard item that was cut off is truncated"
                 continue
             error = truncation_error(result, clock, clear, cut_at, truncates)
-            stalled_ms = stalls.near(cut_at[clear.item_id])
+            cut = cut_at[clear.item_id]
+            stalled_ms = stalls.near(cut, cut - truncates[clear.item_id] / 1000)
             if stalled_ms:
                 disturbed.append((error, stalled_ms))
             else:
@@ -215,11 +217,12 @@ class LoopStalls:
             if woke - before - self.TICK_S > self.LATE_S:
                 self.stalls.append((before, woke))
 
-    def near(self, at: float) -> float:
-        """How long (ms) the loop stalled within ``MARGIN_S`` of ``at`` (``time.monotonic``,
-        the loop's clock): 0 when it did not."""
+    def near(self, *times: float) -> float:
+        """How long (ms) the loop stalled within ``MARGIN_S`` of any of ``times``
+        (``time.monotonic``, the loop's clock), each stall counted once: 0 when it did not."""
+        margin = self.MARGIN_S
         return 1000 * sum(
-            b - a for a, b in self.stalls if a - self.MARGIN_S <= at <= b + self.MARGIN_S
+            b - a for a, b in self.stalls if any(a - margin <= t <= b + margin for t in times)
         )
 
 
