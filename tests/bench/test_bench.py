@@ -258,3 +258,35 @@ def test_pin_puts_every_thread_on_the_cpu() -> None:
     assert figures["threads"] > 1, figures  # BLAS's threads exist, so the test can fail
     assert figures["cpus"] == [[0]] * len(figures["cpus"]), figures
     assert figures["blas"] == [1] * len(figures["blas"]), figures
+
+
+@pytest.mark.parametrize(
+    ("relay_per_core", "relay_load", "says_no_server_can"),
+    [
+        (165.0, 0.61, True),  # the relay already at 61% of its core: the machine's bound
+        (165.0, 0.3, False),  # at 30%, fixed costs could still shrink per call
+        (406.0, 0.62, False),
+    ],
+)
+def test_the_200_call_target_names_what_the_relay_carries(
+    relay_per_core: float, relay_load: float, says_no_server_can: bool
+) -> None:
+    def server(per_core: float, load: float) -> dict[str, Any]:
+        return {
+            "clean": True,
+            "cpu": {"calls_per_core": per_core, "core_load": load},
+            "memory": {"per_call_kib": 150},
+            "generator": {"saturated": False},
+            "load_saturated": False,
+        }
+
+    row = {"calls": 150, "bridge": server(117.0, 0.85), "relay": server(relay_per_core, relay_load)}
+    out = {"steps": [row], "summary": figures.summary([row])}
+    target = figures.targets(out)[0]
+    assert target["target"].startswith(">= 200 concurrent calls") and target["met"] is False
+    assert "~117.0 calls/core by CPU" in target["measured"]
+    assert f"the minimal relay ~{relay_per_core} calls/core" in target["measured"]
+    assert ("no server can show 200 calls" in target["measured"]) is says_no_server_can
+
+    del row["relay"]
+    assert "relay" not in figures.targets(out)[0]["measured"]
