@@ -290,8 +290,10 @@ def render_text(result: dict[str, Any]) -> str:
     s = result.get("summary", {})
     parts += [
         "",
-        f"Sustained: {s.get('sustained_calls')} concurrent calls with no late frame; "
-        f"~{_f(s.get('calls_per_core_estimate'), '.0f')} calls per core by CPU.",
+        f"Sustained: {s['sustained_calls']} concurrent calls with no late frame; "
+        f"~{_f(s.get('calls_per_core_estimate'), '.0f')} calls per core by CPU."
+        if s.get("sustained_calls")
+        else "Sustained: no step ran with no late frame.",
     ]
     if s.get("first_failing_step"):
         fail = s["first_failing_step"]
