@@ -120,7 +120,7 @@ class CallControl:
         self._spoke: Recent[str, None] = Recent()  # responses that had an audio message
         self._filler_due: float | None = None
         self._ending: str | None = None
-        self._ending_at = now
+        self._ending_by = now  # when an ending goes on without its goodbye heard
         self.keypad = Keypad(agent)
         self.silence = Silence(agent)
         # transfer_call: the runner says whether the leg can be redirected (a Twilio call)
@@ -128,9 +128,9 @@ class CallControl:
         self.can_transfer = False
         self.transfers: list[Transfer] = []
         self.transferred_to: str | None = None
-        self._transferred_at = 0.0
+        self._transferred_by = 0.0  # when to hang up if Twilio's ``stop`` never comes
         self._transfer: Transfer | None = None  # said its notice, waiting or redirecting
-        self._transfer_at = now
+        self._transfer_by = now  # when to redirect even if the notice was not heard
 
     # ------------------------------------------------------------------ inputs
 
@@ -189,7 +189,7 @@ class CallControl:
             self._transfer = None  # done: redirected, or an error the model hears next
             if result.outcome == "ok":
                 self.transferred_to = transfer.target  # Twilio's ``stop`` ends our leg next
-                self._transferred_at = now
+                self._transferred_by = now + TRANSFER_STOP_WAIT_S
                 self.events.append(("transferred", {"target": transfer.target}))
                 return
         self._answer(result.call_id, result.output)
@@ -222,7 +222,7 @@ class CallControl:
         """End the call once ``goodbye`` (None: what was already said) has been heard."""
         if self._ending is not None:
             return
-        self._ending, self._ending_at = reason, now
+        self._ending, self._ending_by = reason, now + END_GRACE_S
         self.events.append(("ending", {"reason": reason}))
         if goodbye:
             self._respond, self._instructions = True, say(goodbye)
@@ -253,12 +253,12 @@ class CallControl:
             or self._respond
             or self._retry
         )
-        if self.transferred_to is not None and now >= self._transferred_at + TRANSFER_STOP_WAIT_S:
+        if self.transferred_to is not None and now >= self._transferred_by:
             self.hangup = f"transferred to {self.transferred_to}"  # no ``stop`` came
             self.events.append(("hangup", {"reason": self.hangup}))
             return
         if self._transfer is not None or self.transferred_to is not None:
-            waited = now >= self._transfer_at + END_GRACE_S  # a leg that stopped echoing
+            waited = now >= self._transfer_by  # a leg that stopped echoing
             pending = self._transfer is not None and self._transfer.call_id not in self._running
             if pending and (idle or waited):
                 assert self._transfer is not None
@@ -267,7 +267,7 @@ class CallControl:
             self.silence.busy()
             return
         if self._ending is not None:
-            if idle or now >= self._ending_at + END_GRACE_S:
+            if idle or now >= self._ending_by:
                 self.hangup = self._ending
                 self.events.append(("hangup", {"reason": self._ending}))
             return
@@ -287,19 +287,17 @@ class CallControl:
         return True
 
     def next_due(self, now: float) -> float | None:
-        # Each time is the sum ``poll`` compares ``now`` with (``now >= since + wait``, not
-        # ``now - since >= wait``, which can come out false at the very time named here).
         if self.hangup is not None:
             return now  # the runner ends the call at its next tick
         dues = [self.keypad.due, self.silence.due]
         if self._filler_due is not None and self._filler_due > now:
             dues.append(self._filler_due)
         if self._ending is not None:
-            dues.append(self._ending_at + END_GRACE_S)
+            dues.append(self._ending_by)
         if self._transfer is not None and self._transfer.call_id not in self._running:
-            dues.append(self._transfer_at + END_GRACE_S)
+            dues.append(self._transfer_by)
         if self.transferred_to is not None:
-            dues.append(self._transferred_at + TRANSFER_STOP_WAIT_S)
+            dues.append(self._transferred_by)
         return min((d for d in dues if d is not None), default=None)
 
     # ------------------------------------------------------------------ internals
@@ -357,7 +355,7 @@ class CallControl:
         assert isinstance(arguments, dict)  # check() said so
         target = arguments["target"]
         self._transfer = Transfer(call_id, target, dial_twiml(config, target))
-        self._transfer_at = now
+        self._transfer_by = now + END_GRACE_S
         self.events.append(("transfer", {"target": target}))
         if config.notice:
             self._respond, self._instructions = True, say(config.notice)
