@@ -50,6 +50,7 @@ from bridge.audio.wav import read_wav
 from bridge.call import Call
 from bridge.phone.protocol import Media, MediaStream
 from bridge.playout import SendAudio, SendMark
+from bridge.sim import messages
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MODES: tuple[ModelAudio, ...] = ("pcm16", "pcmu-in", "pcmu")
@@ -109,10 +110,16 @@ def _caller_frames(caller: np.ndarray, seconds: int) -> list[str]:
     frames = []
     for n in range(seconds * 1000 // FRAME_MS):
         at = n * FRAME_MS * 8 % len(cycle)
-        media = {"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * FRAME_MS)}
-        media["payload"] = b64.encode(cycle[at : at + FRAME_MS * 8])
-        message = {"event": "media", "sequenceNumber": str(n + 2), "streamSid": STREAM_SID}
-        frames.append(orjson.dumps({**message, "media": media}).decode())
+        payload = cycle[at : at + FRAME_MS * 8]
+        frames.append(
+            messages.media(
+                n + 2,
+                stream_sid=STREAM_SID,
+                chunk=n + 1,
+                timestamp_ms=n * FRAME_MS,
+                payload=payload,
+            )
+        )
     return frames
 
 
@@ -156,16 +163,15 @@ def run_once(
 ) -> tuple[float, Traffic]:
     """One call, as long as ``frames``; returns (CPU seconds, traffic)."""
     stream = MediaStream()
-    start = {
-        "streamSid": STREAM_SID,
-        "callSid": "CA" + "1" * 32,
-        "accountSid": "AC" + "2" * 32,
-        "tracks": ["inbound"],
-        "customParameters": {},
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-    }
-    message = {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": start}
-    stream.receive(orjson.dumps(message).decode())
+    stream.receive(
+        messages.start(
+            1,
+            stream_sid=STREAM_SID,
+            account_sid="AC" + "2" * 32,
+            call_sid="CA" + "1" * 32,
+            custom_parameters={},
+        )
+    )
     agent = dataclasses.replace(Agent(), model_audio=mode, greeting="")
     call = Call.for_leg(
         agent=agent,
